@@ -1,0 +1,54 @@
+"""Body stage: choose text/plain when it has content, else render the HTML."""
+
+from __future__ import annotations
+
+from leadparse._html import html_to_text, sanitize_html
+from leadparse.pipeline import MessageDraft, stage
+from leadparse.policy import Policy
+
+__all__ = ["body_stage"]
+
+
+def _bounded_html(draft: MessageDraft, policy: Policy) -> str:
+    html = "\n".join(part.text for part in draft.html_parts)
+    limit = policy.limits.max_html_bytes
+    if len(html) > limit:
+        draft.add_defect(
+            "html_too_large",
+            f"HTML body has {len(html)} characters, more than "
+            f"limits.max_html_bytes={limit}; the rest was not rendered",
+            draft.html_parts[0].path,
+        )
+        html = html[:limit]
+    return html
+
+
+@stage("body")
+def body_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
+    """Fill ``body_text``, ``body_source`` and the sanitized ``body_html``."""
+    lead = draft.lead
+    plain = "\n".join(part.text for part in draft.plain_parts)
+    html = _bounded_html(draft, policy) if draft.html_parts else ""
+
+    if plain.strip():
+        lead.body_text = plain.strip("\n")
+        lead.body_source = "text/plain"
+    elif html.strip():
+        rendered = html_to_text(html)
+        lead.body_text = rendered.text
+        lead.body_source = "text/html"
+        draft.html_quote_start = rendered.quote_start
+    elif draft.plain_parts:
+        lead.body_source = "text/plain"
+
+    if html.strip():
+        lead.body_html = sanitize_html(html)
+
+    limit = policy.limits.max_text_chars
+    if len(lead.body_text) > limit:
+        draft.add_defect(
+            "text_too_large",
+            f"body text has {len(lead.body_text)} characters, more than "
+            f"limits.max_text_chars={limit}; later stages read only the start",
+        )
+    return draft
