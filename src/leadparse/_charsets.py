@@ -87,7 +87,9 @@ def normalize_charset(label: str | None) -> str | None:
         # RFC 2231 section 5: a language tag may follow the charset after "*".
         cleaned = cleaned.split("*", 1)[0]
     if cleaned in _ALIASES:
-        return _ALIASES[cleaned] or None
+        cleaned = _ALIASES[cleaned]
+        if not cleaned:
+            return None
     if cleaned.startswith(("cp-", "ibm-")):
         cleaned = "cp" + cleaned.split("-", 1)[1]
     try:

@@ -57,7 +57,7 @@ def _unescape(value: str | Header) -> str:
     if isinstance(value, Header):
         value = str(value)
     if any("\udc80" <= ch <= "\udcff" for ch in value):
-        data = value.encode("ascii", "surrogateescape")
+        data = value.encode("utf-8", "surrogateescape")
         return decode_bytes(data, None).text
     return value
 
@@ -116,7 +116,9 @@ def header_text(message: Message, name: str) -> str | None:
     return decode_header_value(raw)
 
 
-_ADDR_SPEC = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\"]+$")
+_ADDR_SPEC = re.compile(
+    r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\"]+$"
+)
 
 
 def parse_addresses(raw: str | None) -> tuple[list[Address], list[str]]:
@@ -179,7 +181,9 @@ def parse_date(raw: str | None) -> tuple[datetime | None, str | None]:
         return None, f"unparseable Date header: {value[:80]!r}"
     if parsed.tzinfo is None:
         # RFC 5322 section 3.3: "-0000" means no zone information; treat as UTC.
-        return parsed.replace(tzinfo=UTC), f"Date header has no time zone: {value[:80]!r}"
+        return parsed.replace(
+            tzinfo=UTC
+        ), f"Date header has no time zone: {value[:80]!r}"
     try:
         return parsed.astimezone(UTC), None
     except (OverflowError, ValueError):

@@ -12,18 +12,75 @@ import nh3
 __all__ = ["HtmlText", "html_to_text", "sanitize_html"]
 
 _SKIPPED = frozenset(
-    {"script", "style", "head", "title", "noscript", "template", "svg", "object",
-     "iframe", "embed", "applet", "frameset", "frame", "map", "audio", "video",
-     "canvas", "select", "button", "input", "textarea"}
+    {
+        "script",
+        "style",
+        "head",
+        "title",
+        "noscript",
+        "template",
+        "svg",
+        "object",
+        "iframe",
+        "embed",
+        "applet",
+        "frameset",
+        "frame",
+        "map",
+        "audio",
+        "video",
+        "canvas",
+        "select",
+        "button",
+        "input",
+        "textarea",
+    }
 )
 _PARAGRAPH = frozenset(
-    {"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "table", "ul",
-     "ol", "dl", "hr", "address", "figure", "form", "fieldset"}
+    {
+        "p",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "blockquote",
+        "pre",
+        "table",
+        "ul",
+        "ol",
+        "dl",
+        "hr",
+        "address",
+        "figure",
+        "form",
+        "fieldset",
+    }
 )
 _BLOCK = _PARAGRAPH | frozenset(
-    {"div", "section", "article", "header", "footer", "nav", "aside", "main",
-     "li", "dt", "dd", "tr", "center", "caption", "tbody", "thead", "tfoot",
-     "figcaption", "details", "summary"}
+    {
+        "div",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "nav",
+        "aside",
+        "main",
+        "li",
+        "dt",
+        "dd",
+        "tr",
+        "center",
+        "caption",
+        "tbody",
+        "thead",
+        "tfoot",
+        "figcaption",
+        "details",
+        "summary",
+    }
 )
 _CELL = frozenset({"td", "th"})
 _HIDDEN_STYLE = re.compile(
@@ -36,10 +93,20 @@ _HIDDEN_STYLE = re.compile(
 _OUTLOOK_QUOTE_STYLE = re.compile(
     r"border-top\s*:\s*solid\s+#(?:E1E1E1|B5C4DF)", re.IGNORECASE
 )
-_QUOTE_IDS = frozenset({"divrplyfwdmsg", "appendonsend", "stopspelling", "x_divrplyfwdmsg"})
+_QUOTE_IDS = frozenset(
+    {"divrplyfwdmsg", "appendonsend", "stopspelling", "x_divrplyfwdmsg"}
+)
 _QUOTE_CLASSES = frozenset(
-    {"gmail_quote", "gmail_quote_container", "moz-cite-prefix", "yahoo_quoted",
-     "protonmail_quote", "x_gmail_quote", "zmail_extra", "ms-outlook-mobile-reference-message"}
+    {
+        "gmail_quote",
+        "gmail_quote_container",
+        "moz-cite-prefix",
+        "yahoo_quoted",
+        "protonmail_quote",
+        "x_gmail_quote",
+        "zmail_extra",
+        "ms-outlook-mobile-reference-message",
+    }
 )
 _SENTINEL = "\ue000"
 _SPACES = re.compile(r"[ \t\r\n\f\v\u00a0\u200b]+")
@@ -64,9 +131,9 @@ def _is_quote_marker(element: lxml.html.HtmlElement) -> bool:
     classes = set((element.get("class") or "").lower().split())
     if classes & _QUOTE_CLASSES:
         return True
-    if tag == "div" and _OUTLOOK_QUOTE_STYLE.search(element.get("style") or ""):
-        return True
-    return False
+    return tag == "div" and bool(
+        _OUTLOOK_QUOTE_STYLE.search(element.get("style") or "")
+    )
 
 
 def _is_hidden(element: lxml.html.HtmlElement) -> bool:
@@ -199,7 +266,9 @@ def html_to_text(html: str) -> HtmlText:
     try:
         root = lxml.html.document_fromstring(html)
     except (lxml.etree.ParserError, ValueError):
-        return HtmlText(_SPACES.sub(" ", re.sub(r"<[^>]{0,2000}>", " ", html)).strip(), None)
+        return HtmlText(
+            _SPACES.sub(" ", re.sub(r"<[^>]{0,2000}>", " ", html)).strip(), None
+        )
     renderer = _Renderer()
     body = root.find("body")
     _render(body if body is not None else root, renderer)
@@ -207,11 +276,54 @@ def html_to_text(html: str) -> HtmlText:
 
 
 _ALLOWED_TAGS = {
-    "a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgroup",
-    "dd", "del", "div", "dl", "dt", "em", "font", "h1", "h2", "h3", "h4", "h5",
-    "h6", "hr", "i", "img", "ins", "li", "ol", "p", "pre", "q", "s", "small",
-    "span", "strike", "strong", "sub", "sup", "table", "tbody", "td", "tfoot",
-    "th", "thead", "tr", "u", "ul", "center",
+    "a",
+    "abbr",
+    "b",
+    "blockquote",
+    "br",
+    "caption",
+    "code",
+    "col",
+    "colgroup",
+    "dd",
+    "del",
+    "div",
+    "dl",
+    "dt",
+    "em",
+    "font",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "i",
+    "img",
+    "ins",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "q",
+    "s",
+    "small",
+    "span",
+    "strike",
+    "strong",
+    "sub",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "tfoot",
+    "th",
+    "thead",
+    "tr",
+    "u",
+    "ul",
+    "center",
 }
 _ALLOWED_ATTRIBUTES = {
     "*": {"title", "dir", "lang", "align"},
@@ -229,7 +341,7 @@ def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
     # carried in the message itself (cid: parts, data: URLs) are kept.
     if tag == "img" and attribute == "src":
         lowered = value.strip().lower()
-        if lowered.startswith("cid:") or lowered.startswith("data:image/"):
+        if lowered.startswith(("cid:", "data:image/")):
             return value
         return None
     return value

@@ -21,8 +21,10 @@ _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _CONTENT_TYPE_FIELD = re.compile(
     rb"^content-type[ \t]*:.*(?:\r?\n[ \t].*)*", re.IGNORECASE | re.MULTILINE
 )
-_BOUNDARY_PARAM = re.compile(rb"""boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;"]{1,200}))""", re.I)
-_BOUNDARY_LINE = re.compile(r"^--([^\s]{1,200}?)(?:--)?[ \t]*$", re.MULTILINE)
+_BOUNDARY_PARAM = re.compile(
+    rb"""boundary\s*=\s*(?:"([^"]{1,200})"|([^\s;"]{1,200}))""", re.I
+)
+_BOUNDARY_LINE = re.compile(r"^--([^\s]{1,200}?)(?:--)?[ \t\r]*$", re.MULTILINE)
 
 
 def split_header_block(raw: bytes) -> tuple[bytes, bytes]:
@@ -62,7 +64,11 @@ def repair_duplicate_content_type(raw: bytes) -> tuple[bytes, bool]:
         if field is chosen:
             continue
         pieces.append(head[position : field.start()])
-        position = field.end() + 1 if head[field.end() : field.end() + 1] == b"\n" else field.end()
+        position = (
+            field.end() + 1
+            if head[field.end() : field.end() + 1] == b"\n"
+            else field.end()
+        )
     pieces.append(head[position:])
     new_head = b"".join(pieces)
     return new_head + raw[len(head) :], True
@@ -78,8 +84,19 @@ def find_used_boundary(body: str) -> str | None:
     return max(best, key=lambda b: counts[b]) if best else None
 
 
-_TRANSFER_ENCODINGS = frozenset({"7bit", "8bit", "binary", "base64", "quoted-printable",
-                                 "x-uuencode", "uuencode", "x-uue", "uue"})
+_TRANSFER_ENCODINGS = frozenset(
+    {
+        "7bit",
+        "8bit",
+        "binary",
+        "base64",
+        "quoted-printable",
+        "x-uuencode",
+        "uuencode",
+        "x-uue",
+        "uue",
+    }
+)
 
 
 def part_payload(part: Message) -> tuple[bytes, str | None]:
@@ -92,7 +109,7 @@ def part_payload(part: Message) -> tuple[bytes, str | None]:
     if not isinstance(raw, str):
         return b"", "part has no leaf payload"
     if encoding == "base64":
-        return _decode_base64(raw.encode("ascii", "surrogateescape"))
+        return _decode_base64(raw.encode("utf-8", "surrogateescape"))
     decoded = part.get_payload(decode=True)
     if not isinstance(decoded, bytes):
         return raw.encode("utf-8", "surrogateescape"), problem

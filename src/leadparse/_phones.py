@@ -13,8 +13,29 @@ _TLD_REGION = {"uk": "GB", "eu": ""}
 
 # Generic TLDs that say nothing about a country.
 _GENERIC_TLDS = frozenset(
-    {"com", "org", "net", "edu", "gov", "mil", "int", "info", "biz", "io", "co",
-     "ai", "app", "dev", "me", "tv", "cc", "xyz", "tech", "cloud", "online"}
+    {
+        "com",
+        "org",
+        "net",
+        "edu",
+        "gov",
+        "mil",
+        "int",
+        "info",
+        "biz",
+        "io",
+        "co",
+        "ai",
+        "app",
+        "dev",
+        "me",
+        "tv",
+        "cc",
+        "xyz",
+        "tech",
+        "cloud",
+        "online",
+    }
 )
 
 

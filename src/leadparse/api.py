@@ -34,7 +34,9 @@ def _check_is_email(raw: bytes) -> None:
     if _MBOX_FROM.match(start):
         start = start.split(b"\n", 1)[1] if b"\n" in start else b""
     if not _FIRST_FIELD.match(start):
-        raise NotEmailError(raw, "it does not begin with a header field such as 'From:'")
+        raise NotEmailError(
+            raw, "it does not begin with a header field such as 'From:'"
+        )
 
 
 def _envelope(value: Envelope | Mapping[str, Any] | None) -> Envelope | None:

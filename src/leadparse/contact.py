@@ -80,10 +80,14 @@ def contact_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
     if draft.signature_contact is not None:
         source = "forwarded" if forwarded is not None else "signature"
         signature = draft.signature_contact
-        if forwarded is None and signature.full_name and lead.from_.name:
-            # The header's display name is the fuller form of a signed first name.
-            if lead.from_.name.lower().startswith(signature.full_name.lower()):
-                signature = signature.model_copy(update={"full_name": None})
+        # The header's display name is the fuller form of a signed first name.
+        if (
+            forwarded is None
+            and signature.full_name
+            and lead.from_.name
+            and lead.from_.name.lower().startswith(signature.full_name.lower())
+        ):
+            signature = signature.model_copy(update={"full_name": None})
         _merge_contact(extracted, signature, source)
 
     for contact in _vcard_contacts(draft):

@@ -79,15 +79,28 @@ class _Walker:
             )
             return
         for defect in getattr(part, "defects", []):
-            self.draft.add_defect(_defect_code(defect), str(defect) or type(defect).__name__, path or None)
+            self.draft.add_defect(
+                _defect_code(defect), str(defect) or type(defect).__name__, path or None
+            )
 
         maintype = part.get_content_maintype()
         subtype = part.get_content_subtype()
         if maintype == "multipart":
             self._walk_multipart(part, path, depth, in_body, subtype)
-        elif maintype == "message" and subtype in ("rfc822", "global", "delivery-status", "disposition-notification", "feedback-report"):
+        elif maintype == "message" and subtype in (
+            "rfc822",
+            "global",
+            "delivery-status",
+            "disposition-notification",
+            "feedback-report",
+        ):
             self.draft.attachment_parts.append((path or "1", part))
-        elif in_body and maintype == "text" and subtype in ("plain", "html") and not _is_attachment(part):
+        elif (
+            in_body
+            and maintype == "text"
+            and subtype in ("plain", "html")
+            and not _is_attachment(part)
+        ):
             self._add_body(part, path or "1", subtype)
         else:
             self.draft.attachment_parts.append((path or "1", part))
@@ -95,21 +108,26 @@ class _Walker:
     def _children(self, part: Message, path: str) -> list[Message]:
         payload = part.get_payload()
         if isinstance(payload, list):
-            return payload
+            return [child for child in payload if isinstance(child, Message)]
         # No part was found: the boundary is missing or wrong. Look for the
         # boundary the body really uses and parse again with it.
         text = payload if isinstance(payload, str) else ""
         boundary = find_used_boundary(text)
         if boundary:
+            header = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"'
             clone = parse_mime(
-                f'Content-Type: {part.get_content_type()}; boundary="{boundary}"\n\n'.encode()
-                + text.encode("ascii", "surrogateescape")
+                header.encode() + b"\n\n" + text.encode("utf-8", "surrogateescape")
             )
-            children = clone.get_payload()
-            if isinstance(children, list) and children:
+            parsed = clone.get_payload()
+            children = (
+                [c for c in parsed if isinstance(c, Message)]
+                if isinstance(parsed, list)
+                else []
+            )
+            if children:
                 self.draft.add_defect(
                     "boundary_recovered",
-                    f"declared boundary not found; used {boundary[:60]!r} from the body",
+                    f"declared boundary not found; used {boundary[:60]!r} from body",
                     path or None,
                 )
                 return children
@@ -156,7 +174,9 @@ class _Walker:
         for index, child in enumerate(children):
             self.walk(child, child_path(index), depth + 1, True)
 
-    def _walk_alternative(self, children: list[Message], child_path: object, depth: int) -> None:
+    def _walk_alternative(
+        self, children: list[Message], child_path: object, depth: int
+    ) -> None:
         assert callable(child_path)
         # RFC 2046 section 5.1.4: alternatives are in increasing order of
         # faithfulness. One text/plain and one HTML rendering are kept for the
@@ -164,7 +184,11 @@ class _Walker:
         plain_index = html_index = None
         for index, child in enumerate(children):
             ctype = child.get_content_type()
-            if ctype == "text/plain" and plain_index is None and not _is_attachment(child):
+            if (
+                ctype == "text/plain"
+                and plain_index is None
+                and not _is_attachment(child)
+            ):
                 plain_index = index
             elif ctype == "text/html" and not _is_attachment(child):
                 html_index = index
@@ -187,9 +211,15 @@ class _Walker:
     def _add_body(self, part: Message, path: str, subtype: str) -> None:
         decoded, problems = decode_part_text(part)
         for problem in problems:
-            code = "charset_fallback" if "charset" in problem or "8-bit" in problem or "not valid" in problem else "payload_decoding"
+            code = (
+                "charset_fallback"
+                if "charset" in problem or "8-bit" in problem or "not valid" in problem
+                else "payload_decoding"
+            )
             self.draft.add_defect(code, problem, path)
-        candidate = BodyCandidate(path=path, content_type=f"text/{subtype}", text=decoded.text)
+        candidate = BodyCandidate(
+            path=path, content_type=f"text/{subtype}", text=decoded.text
+        )
         if subtype == "plain":
             self.draft.plain_parts.append(candidate)
         else:
@@ -211,17 +241,24 @@ def _fill_headers(draft: MessageDraft, message: Message, policy: Policy) -> None
     if raw_header(message, "message-id") is not None and not ids:
         draft.add_defect("invalid_message_id", "Message-ID header is empty")
 
-    lead.threading.in_reply_to = next(iter(parse_message_ids(raw_header(message, "in-reply-to"))), None)
+    lead.threading.in_reply_to = next(
+        iter(parse_message_ids(raw_header(message, "in-reply-to"))), None
+    )
     lead.threading.references = parse_message_ids(raw_header(message, "references"))
     lead.threading.thread_id = (
-        lead.threading.references[0] if lead.threading.references
+        lead.threading.references[0]
+        if lead.threading.references
         else lead.threading.in_reply_to or lead.message_id
     )
 
     senders, problems = parse_addresses(raw_header(message, "from"))
     if senders:
         first = senders[0]
-        domain = first.email.rsplit("@", 1)[1] if first.email and "@" in first.email else None
+        domain = (
+            first.email.rsplit("@", 1)[1]
+            if first.email and "@" in first.email
+            else None
+        )
         lead.from_ = Sender(name=first.name, email=first.email, domain=domain)
     elif raw_header(message, "from") is None:
         draft.add_defect("missing_from", "message has no From header")
@@ -229,18 +266,21 @@ def _fill_headers(draft: MessageDraft, message: Message, policy: Policy) -> None
         draft.add_defect("invalid_address", f"From has an invalid address: {problem!r}")
 
     for name, target in (("to", lead.to), ("cc", lead.cc), ("reply-to", lead.reply_to)):
-        addresses, problems = parse_addresses(", ".join(_all_raw(message, name)) or None)
+        addresses, problems = parse_addresses(
+            ", ".join(_all_raw(message, name)) or None
+        )
         target.extend(addresses)
         for problem in problems:
-            draft.add_defect("invalid_address", f"{name.title()} has an invalid address: {problem!r}")
+            draft.add_defect(
+                "invalid_address", f"{name.title()} has an invalid address: {problem!r}"
+            )
 
-    subject = header_text(message, "subject")
-    lead.subject = subject if subject is not None else None
+    lead.subject = header_text(message, "subject")
 
-    date, problem = parse_date(raw_header(message, "date"))
+    date, date_problem = parse_date(raw_header(message, "date"))
     lead.date = date
-    if problem:
-        draft.add_defect("invalid_date", problem)
+    if date_problem:
+        draft.add_defect("invalid_date", date_problem)
 
     language = header_text(message, "content-language")
     lead.language = language.split(",")[0].strip() or None if language else None
@@ -267,7 +307,9 @@ def decode_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
             f"message is {len(raw)} bytes, more than limits.max_message_bytes="
             f"{policy.limits.max_message_bytes}; only the headers were parsed",
         )
-        message = email.parser.BytesHeaderParser(policy=email_policy.compat32).parsebytes(raw)
+        message = email.parser.BytesHeaderParser(
+            policy=email_policy.compat32
+        ).parsebytes(raw)
     else:
         raw, repaired = repair_duplicate_content_type(raw)
         if repaired:
@@ -283,7 +325,9 @@ def decode_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
                 "nesting_too_deep",
                 "MIME nesting too deep for the parser; only the headers were parsed",
             )
-            message = email.parser.BytesHeaderParser(policy=email_policy.compat32).parsebytes(raw)
+            message = email.parser.BytesHeaderParser(
+                policy=email_policy.compat32
+            ).parsebytes(raw)
 
     draft.message = message
     _fill_headers(draft, message, policy)

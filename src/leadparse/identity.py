@@ -15,8 +15,17 @@ __all__ = ["idempotency_key", "identity_stage"]
 # (Received, Return-Path, Delivered-To, DKIM and ARC signatures, X-* added by
 # relays) change on redelivery and are left out on purpose.
 _CONTENT_HEADERS = (
-    "message-id", "from", "sender", "to", "cc", "subject", "date",
-    "in-reply-to", "references", "content-type", "content-transfer-encoding",
+    "message-id",
+    "from",
+    "sender",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "in-reply-to",
+    "references",
+    "content-type",
+    "content-transfer-encoding",
     "mime-version",
 )
 _FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE)
@@ -39,7 +48,9 @@ def idempotency_key(raw: bytes, message_id: str | None) -> str:
             value = _WHITESPACE.sub(b" ", match.group(2)).strip()
             fields.append(name.encode() + b":" + value)
     fields.sort()
-    canonical_body = _TRAILING_SPACE.sub(b"", body.replace(b"\r\n", b"\n")).rstrip(b"\n")
+    canonical_body = _TRAILING_SPACE.sub(b"", body.replace(b"\r\n", b"\n")).rstrip(
+        b"\n"
+    )
     digest = hashlib.sha256()
     digest.update(b"leadparse-idempotency-v1\n")
     digest.update((message_id or "").encode("utf-8", "surrogateescape") + b"\n")
@@ -54,7 +65,7 @@ def idempotency_key(raw: bytes, message_id: str | None) -> str:
 def identity_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
     """Fill ``idempotency_key``."""
     raw = draft.raw
-    if raw.startswith(b"From ") or raw.startswith(b">From "):
+    if raw.startswith((b"From ", b">From ")):
         raw = raw.split(b"\n", 1)[1] if b"\n" in raw else b""
     draft.lead.idempotency_key = idempotency_key(raw, draft.lead.message_id)
     return draft

@@ -11,8 +11,27 @@ __all__ = ["company_from_domain", "normalize_stage"]
 
 # Second-level labels under which companies register (example.co.uk).
 _SECOND_LEVEL = frozenset(
-    {"co", "com", "net", "org", "gov", "ac", "edu", "ltd", "plc", "or", "ne", "go",
-     "gob", "gouv", "nom", "biz", "info", "mil", "sch"}
+    {
+        "co",
+        "com",
+        "net",
+        "org",
+        "gov",
+        "ac",
+        "edu",
+        "ltd",
+        "plc",
+        "or",
+        "ne",
+        "go",
+        "gob",
+        "gouv",
+        "nom",
+        "biz",
+        "info",
+        "mil",
+        "sch",
+    }
 )
 _WEBSITE = re.compile(r"^(?:https?://)?(?:www\.)?", re.IGNORECASE)
 
@@ -23,7 +42,9 @@ _RESERVED_TLDS = frozenset({"example", "test", "invalid", "localhost", "local"})
 
 
 def _is_reserved(labels: list[str]) -> bool:
-    return labels[-1] in _RESERVED_TLDS or ".".join(labels[-2:]) in _RESERVED_SECOND_LEVEL
+    return (
+        labels[-1] in _RESERVED_TLDS or ".".join(labels[-2:]) in _RESERVED_SECOND_LEVEL
+    )
 
 
 def company_from_domain(domain: str, free_mail: frozenset[str]) -> str | None:
@@ -56,13 +77,19 @@ def normalize_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
     extracted.phones = list(dict.fromkeys(extracted.phones))
     if extracted.phones and extracted.phone_e164 is None:
         extracted.phone_e164 = extracted.phones[0]
-        extracted.sources.setdefault("phone_e164", extracted.sources.get("phones", "signature"))
+        extracted.sources.setdefault(
+            "phone_e164", extracted.sources.get("phones", "signature")
+        )
     if extracted.website:
         extracted.website = extracted.website.strip().rstrip("/.,;")
         if not extracted.website.lower().startswith(("http://", "https://")):
             extracted.website = "https://" + extracted.website
 
-    domain = extracted.email.rsplit("@", 1)[1] if extracted.email and "@" in extracted.email else None
+    domain = (
+        extracted.email.rsplit("@", 1)[1]
+        if extracted.email and "@" in extracted.email
+        else None
+    )
     if extracted.company is None and domain:
         company = company_from_domain(domain, policy.free_mail_domains)
         if company:

@@ -296,7 +296,8 @@ class Pipeline:
         if skipped:
             draft.add_defect(
                 "time_limit_exceeded",
-                f"parse passed limits.max_seconds; skipped stages: {', '.join(skipped)}",
+                "parse passed limits.max_seconds; skipped stages: "
+                + ", ".join(skipped),
             )
         return draft
 

@@ -46,7 +46,11 @@ def score_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
         if points:
             reasons.append(ScoreReason(code=f"intent_{label}", points=points))
 
-    domain = extracted.email.rsplit("@", 1)[1] if extracted.email and "@" in extracted.email else None
+    domain = (
+        extracted.email.rsplit("@", 1)[1]
+        if extracted.email and "@" in extracted.email
+        else None
+    )
     if domain and domain not in policy.free_mail_domains:
         reasons.append(ScoreReason(code="business_email", points=10, detail=domain))
     elif domain:
@@ -66,7 +70,9 @@ def score_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
         )
     words = len(lead.stripped_text.split())
     if words >= 20:
-        reasons.append(ScoreReason(code="detailed_message", points=5, detail=f"{words} words"))
+        reasons.append(
+            ScoreReason(code="detailed_message", points=5, detail=f"{words} words")
+        )
     elif words < 3 and not lead.attachments:
         reasons.append(ScoreReason(code="empty_message", points=-10))
 
