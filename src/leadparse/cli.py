@@ -240,7 +240,7 @@ def lead_json_schema() -> dict[str, object]:
 
 def _register_server_commands(group: click.Group) -> None:
     try:
-        from leadparse.server.cli import register
+        from leadparse.server.cli import register  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         reason = str(exc)
 
