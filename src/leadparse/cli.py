@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import mailbox
 import sys
@@ -239,8 +240,10 @@ def lead_json_schema() -> dict[str, object]:
 
 
 def _register_server_commands(group: click.Group) -> None:
+    # The server extra is optional: its commands load aiosmtpd and aiohttp
+    # only when run, and are replaced by a hint when the extra is missing.
     try:
-        from leadparse.server.cli import register  # type: ignore[import-not-found,unused-ignore]
+        server_cli = importlib.import_module("leadparse.server.cli")
     except ImportError as exc:
         reason = str(exc)
 
@@ -255,7 +258,7 @@ def _register_server_commands(group: click.Group) -> None:
                 )
 
         return
-    register(group)
+    server_cli.register(group)
 
 
 _register_server_commands(main)
