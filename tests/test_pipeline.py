@@ -26,6 +26,7 @@ from .conftest import message
 DEFAULT_ORDER = [
     "decode",
     "body",
+    "forms",
     "quotes",
     "signature",
     "attachments",

@@ -8,6 +8,7 @@ from leadparse.channel import channel_stage
 from leadparse.classify import classify_stage
 from leadparse.contact import contact_stage
 from leadparse.decode import decode_stage
+from leadparse.forms import forms_stage
 from leadparse.identity import identity_stage
 from leadparse.intent import intent_stage
 from leadparse.normalize import normalize_stage
@@ -19,6 +20,7 @@ from leadparse.signature import signature_stage
 DEFAULT_STAGES: tuple[Stage, ...] = (
     decode_stage,
     body_stage,
+    forms_stage,
     quotes_stage,
     signature_stage,
     attachments_stage,
