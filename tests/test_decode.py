@@ -394,3 +394,44 @@ def test_threading_ids_without_brackets() -> None:
     assert lead.threading.in_reply_to == "m2@example.org"
     assert lead.threading.references == ["m1@example.org", "m2@example.org"]
     assert lead.threading.thread_id == "m1@example.org"
+
+
+def test_max_intent_chars_bounds_intent_text() -> None:
+    body = "x " * 300 + "we want a demo"
+    raw = message("From: a@example.org", "Subject: hello", body=body)
+
+    near = parse_lead(raw, policy=Policy(limits=Limits(max_intent_chars=1000)))
+    far = parse_lead(raw, policy=Policy(limits=Limits(max_intent_chars=100)))
+
+    assert near.extracted.intent == ["demo_request"]
+    assert far.extracted.intent == []
+
+
+def test_html_with_xml_declaration_keeps_lines() -> None:
+    html = '<?xml version="1.0" encoding="utf-8"?>\n<html><body><p>One</p><p>Two</p></body></html>'
+    raw = message("From: a@example.org", "Content-Type: text/html", body=html)
+
+    lead = parse_lead(raw)
+
+    assert lead.body_text == "One\n\nTwo"
+
+
+def test_large_base64_attachment_decodes_from_raw_bytes() -> None:
+    import hashlib
+    import os
+
+    payload = os.urandom(2 * 1024 * 1024)
+    encoded = base64.encodebytes(payload)
+    raw = (
+        b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        b"--b\r\nContent-Type: application/octet-stream; name=big.bin\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded + b"--b--\r\n"
+    )
+
+    lead = parse_lead(raw)
+
+    assert lead.body_text == "see attached"
+    assert [a.size for a in lead.attachments] == [len(payload)]
+    assert lead.attachments[0].sha256 == hashlib.sha256(payload).hexdigest()
+    assert lead.defects == []

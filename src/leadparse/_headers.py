@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from email.header import Header
 from email.message import Message
 
-from leadparse._charsets import decode_bytes
+from leadparse._charsets import decode_bytes, normalize_charset
 from leadparse.model import Address
 
 __all__ = [
@@ -30,6 +30,7 @@ _ENCODED_WORD = re.compile(
 )
 _BETWEEN_WORDS = re.compile(r"[ \t\r\n]*")
 _FOLD = re.compile(r"\r?\n[ \t]")
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 def raw_header(message: Message, name: str) -> str | None:
@@ -38,25 +39,27 @@ def raw_header(message: Message, name: str) -> str | None:
     Non-ASCII bytes, which compat32 carries as surrogate escapes, are decoded
     by the charset fallback chain so that raw UTF-8 headers read correctly.
     """
+    wanted = name.lower()
     for key, value in message.raw_items():
-        if key.lower() == name.lower():
+        if key.lower() == wanted:
             return _unescape(value)
     return None
 
 
 def raw_headers(message: Message, name: str) -> list[str]:
     """Return every *name* header as original text, in order."""
+    wanted = name.lower()
     return [
-        _unescape(value)
-        for key, value in message.raw_items()
-        if key.lower() == name.lower()
+        _unescape(value) for key, value in message.raw_items() if key.lower() == wanted
     ]
 
 
 def _unescape(value: str | Header) -> str:
     if isinstance(value, Header):
         value = str(value)
-    if any("\udc80" <= ch <= "\udcff" for ch in value):
+    # compat32 carries non-ASCII header bytes as surrogates U+DC80..U+DCFF, so
+    # an ASCII value needs no scan.
+    if not value.isascii() and _SURROGATE.search(value):
         data = value.encode("utf-8", "surrogateescape")
         return decode_bytes(data, None).text
     return value
@@ -71,9 +74,26 @@ def _decode_word(charset: str, encoding: str, text: str) -> str | None:
             return None
     else:
         # RFC 2047 section 4.2: "_" stands for a space in Q-encoded text.
-        data = quopri.decodestring(text.replace("_", " ").encode("ascii", "replace"))
+        # Senders also put raw 8-bit characters in Q-encoded text; those are
+        # turned back into bytes of the word's own charset so they survive.
+        data = quopri.decodestring(_q_text_bytes(text.replace("_", " "), charset))
     # An unknown charset label still yields text through the fallback chain.
     return decode_bytes(data, charset).text
+
+
+def _q_text_bytes(text: str, charset: str) -> bytes:
+    if text.isascii():
+        return text.encode("ascii")
+    # Senders put raw 8-bit characters in Q-encoded text. Encoding them in
+    # the word's own charset gives back the bytes that charset decodes.
+    codec = normalize_charset(charset) or "utf-8"
+    pieces = []
+    for char in text:
+        try:
+            pieces.append(char.encode("ascii" if char.isascii() else codec))
+        except UnicodeEncodeError:
+            pieces.append(char.encode("utf-8"))
+    return b"".join(pieces)
 
 
 def decode_header_value(value: str | None) -> str:
@@ -121,6 +141,51 @@ _ADDR_SPEC = re.compile(
 )
 
 
+# A display name written without quotes although it holds "@", as in
+# ``alice@example.com <bob@example.com>``. RFC 5322 section 3.4 requires a
+# quoted string there; the stdlib parser otherwise takes the name for the
+# address.
+_BARE_PHRASE = re.compile(r"^(\s*)([^\"<>(),;:\\]*@[^\"<>(),;:\\]*?)(\s*<[^<>]*>\s*)$")
+
+
+def _split_top_level(value: str) -> list[str]:
+    """Split an address list at commas outside quotes, comments and brackets."""
+    pieces: list[str] = []
+    start = 0
+    depth = 0
+    quoted = escaped = False
+    for index, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif quoted:
+            quoted = char != '"'
+        elif char == '"':
+            quoted = True
+        elif char in "(<":
+            depth += 1
+        elif char in ")>" and depth:
+            depth -= 1
+        elif char == "," and depth == 0:
+            pieces.append(value[start:index])
+            start = index + 1
+    pieces.append(value[start:])
+    return pieces
+
+
+def _quote_bare_phrases(value: str) -> str:
+    if "@" not in value or "<" not in value:
+        return value
+    pieces = _split_top_level(value)
+    for index, piece in enumerate(pieces):
+        match = _BARE_PHRASE.match(piece)
+        if match and match.group(2).strip():
+            lead, phrase, rest = match.groups()
+            pieces[index] = f'{lead}"{phrase.strip()}"{rest}'
+    return ",".join(pieces)
+
+
 def parse_addresses(raw: str | None) -> tuple[list[Address], list[str]]:
     """Parse an address-list header into addresses, and return problems found.
 
@@ -130,7 +195,7 @@ def parse_addresses(raw: str | None) -> tuple[list[Address], list[str]]:
     """
     if not raw:
         return [], []
-    unfolded = _FOLD.sub(" ", raw)
+    unfolded = _quote_bare_phrases(_FOLD.sub(" ", raw))
     problems: list[str] = []
     result: list[Address] = []
     for name, addr in email.utils.getaddresses([unfolded]):

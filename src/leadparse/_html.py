@@ -109,6 +109,7 @@ _QUOTE_CLASSES = frozenset(
     }
 )
 _SENTINEL = "\ue000"
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]{0,200}\?>")
 _SPACES = re.compile(r"[ \t\r\n\f\v\u00a0\u200b]+")
 _BLANK_RUN = re.compile(r"\n{3,}")
 
@@ -263,6 +264,9 @@ def html_to_text(html: str) -> HtmlText:
     """
     if not html.strip():
         return HtmlText("", None)
+    # lxml.html reads a document that opens with an XML declaration as XHTML
+    # and loses its line structure, so the declaration is dropped first.
+    html = _XML_DECLARATION.sub("", html, count=1)
     try:
         root = lxml.html.document_fromstring(html)
     except (lxml.etree.ParserError, ValueError):

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import binascii
+import io
+import quopri
 import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
 from email.message import Message
 
 from leadparse._charsets import DecodedText, decode_bytes
@@ -43,7 +48,10 @@ def repair_duplicate_content_type(raw: bytes) -> tuple[bytes, bool]:
     whose boundary occurs in the body is kept and the others are removed.
     Returns the bytes to parse and whether anything was removed.
     """
-    head, body = split_header_block(raw)
+    match = _HEADER_END.search(raw)
+    if match is None:
+        return raw, False
+    head = raw[: match.start()]
     fields = list(_CONTENT_TYPE_FIELD.finditer(head))
     if len(fields) < 2:
         return raw, False
@@ -53,7 +61,7 @@ def repair_duplicate_content_type(raw: bytes) -> tuple[bytes, bool]:
         if found is None:
             continue
         boundary = found.group(1) or found.group(2)
-        if b"--" + boundary in body:
+        if raw.find(b"--" + boundary, match.end()) >= 0:
             chosen = field
             break
     if chosen is None:
@@ -85,56 +93,169 @@ def find_used_boundary(body: str) -> str | None:
 
 
 _TRANSFER_ENCODINGS = frozenset(
-    {
-        "7bit",
-        "8bit",
-        "binary",
-        "base64",
-        "quoted-printable",
-        "x-uuencode",
-        "uuencode",
-        "x-uue",
-        "uue",
-    }
+    {"7bit", "8bit", "binary", "base64", "quoted-printable"}
 )
+_UU_ENCODINGS = frozenset({"x-uuencode", "uuencode", "x-uue", "uue"})
+
+# --- large payloads kept outside the parser ---------------------------------
+
+# Runs of base64-looking lines at least this long are cut out of the bytes
+# handed to the stdlib parser, which would otherwise hold several copies of a
+# large attachment (the text, its line list and the joined payload). The part
+# keeps a short token, and readers decode the run straight from the raw bytes.
+LARGE_PAYLOAD_BYTES = 1 << 20
+_BASE64_LINE = re.compile(rb"[A-Za-z0-9+/=]{16,998}\r?\n")
+_CHUNK_BYTES = 1 << 20
 
 
-def part_payload(part: Message) -> tuple[bytes, str | None]:
-    """Decode a leaf part's transfer encoding, and return a problem if any."""
-    encoding = str(part.get("content-transfer-encoding", "7bit")).strip().lower()
-    problem = None
-    if encoding not in _TRANSFER_ENCODINGS:
-        problem = f"unknown Content-Transfer-Encoding {encoding[:40]!r}; read as 8bit"
-    raw = part.get_payload(decode=False)
-    if not isinstance(raw, str):
-        return b"", "part has no leaf payload"
-    if encoding == "base64":
-        return _decode_base64(raw.encode("utf-8", "surrogateescape"))
-    decoded = part.get_payload(decode=True)
-    if not isinstance(decoded, bytes):
-        return raw.encode("utf-8", "surrogateescape"), problem
-    return decoded, problem
+@dataclass(frozen=True)
+class _Spans:
+    raw: bytes
+    token: re.Pattern[str]
+    offsets: tuple[tuple[int, int], ...]
 
 
-_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=\s]")
+def _base64_runs(raw: bytes) -> Iterator[tuple[int, int]]:
+    # Line by line rather than one repeated group: the regex engine keeps
+    # state for every repetition, which costs more memory than the payload.
+    run_start = run_end = -1
+    for match in _BASE64_LINE.finditer(raw):
+        start = match.start()
+        if start == run_end:
+            run_end = match.end()
+            continue
+        if run_start >= 0:
+            yield run_start, run_end
+        at_line_start = start == 0 or raw[start - 1] == 0x0A
+        run_start, run_end = (start, match.end()) if at_line_start else (-1, -1)
+    if run_start >= 0:
+        yield run_start, run_end
+
+
+def cut_large_payloads(raw: bytes) -> tuple[bytes, _Spans | None]:
+    """Replace long base64 runs by tokens; return the bytes to parse and the spans."""
+    if len(raw) < LARGE_PAYLOAD_BYTES:
+        return raw, None
+    nonce = secrets.token_hex(8)
+    pieces: list[bytes] = []
+    offsets: list[tuple[int, int]] = []
+    position = 0
+    for begin, end in _base64_runs(raw):
+        if end - begin < LARGE_PAYLOAD_BYTES:
+            continue
+        pieces.append(raw[position:begin])
+        pieces.append(f"LEADPARSE-SPAN-{nonce}-{len(offsets)}\n".encode())
+        offsets.append((begin, end))
+        position = end
+    if not offsets:
+        return raw, None
+    pieces.append(raw[position:])
+    token = re.compile(rf"LEADPARSE-SPAN-{nonce}-(\d+)\r?\n")
+    return b"".join(pieces), _Spans(raw, token, tuple(offsets))
+
+
+def attach_spans(message: Message, spans: _Spans | None) -> None:
+    """Mark each part whose payload holds a span token, so readers find its bytes."""
+    if spans is None:
+        return
+    stack = [message]
+    while stack:
+        part = stack.pop()
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend(child for child in payload if isinstance(child, Message))
+        elif isinstance(payload, str) and spans.token.search(payload):
+            part._leadparse_spans = spans  # type: ignore[attr-defined]
+
+
+def payload_chunks(part: Message) -> Iterator[bytes]:
+    """Yield a leaf part's undecoded payload as bytes, in chunks of at most 1 MiB."""
+    payload = part.get_payload(decode=False)
+    if not isinstance(payload, str):
+        return
+    spans: _Spans | None = getattr(part, "_leadparse_spans", None)
+    texts = [payload] if spans is None else spans.token.split(payload)
+    for index, piece in enumerate(texts):
+        if index % 2 == 0:
+            data = piece.encode("utf-8", "surrogateescape")
+            for start in range(0, len(data), _CHUNK_BYTES):
+                yield data[start : start + _CHUNK_BYTES]
+            continue
+        assert spans is not None
+        begin, end = spans.offsets[int(piece)]
+        view = memoryview(spans.raw)
+        for start in range(begin, end, _CHUNK_BYTES):
+            yield bytes(view[start : min(start + _CHUNK_BYTES, end)])
+
+
+def payload_size(part: Message) -> int:
+    """Return the undecoded payload size in bytes without joining it."""
+    return sum(len(chunk) for chunk in payload_chunks(part))
+
+
+# --- transfer decoding --------------------------------------------------------
+
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_BASE64_DROP = bytes(byte for byte in range(256) if byte not in _BASE64_ALPHABET)
+_BASE64_ALLOWED = _BASE64_ALPHABET + b"= \t\r\n"
+# A payload with more than this share of characters outside base64 is taken
+# to be mislabelled plain bytes and kept as sent.
 _NOT_BASE64_SHARE = 0.1
 
 
-def _decode_base64(data: bytes) -> tuple[bytes, str | None]:
-    stray = len(_NOT_BASE64.findall(data))
-    if stray > _NOT_BASE64_SHARE * max(len(data.strip()), 1):
+def decode_base64_chunks(part: Message) -> tuple[bytes, str | None]:
+    """Decode a base64 payload chunk by chunk, skipping invalid characters."""
+    stray = 0
+    total = 0
+    for chunk in payload_chunks(part):
+        stray += len(chunk.translate(None, _BASE64_ALLOWED))
+        total += len(chunk.strip())
+    if stray > _NOT_BASE64_SHARE * max(total, 1):
         # Mostly not base64 at all: the sender mislabelled plain bytes, which
         # are kept as they are rather than decoded into noise.
-        return data, "payload declared base64 is not base64; kept the bytes as sent"
-    cleaned = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+        return (
+            b"".join(payload_chunks(part)),
+            "payload declared base64 is not base64; kept the bytes as sent",
+        )
+
     problem = "base64 payload has invalid characters; skipped them" if stray else None
-    if len(cleaned) % 4 == 1:
-        cleaned = cleaned[:-1]
+    output = io.BytesIO()
+    carry = b""
+    for chunk in payload_chunks(part):
+        cleaned = carry + chunk.translate(None, _BASE64_DROP)
+        usable = len(cleaned) - len(cleaned) % 4
+        output.write(binascii.a2b_base64(cleaned[:usable]))
+        carry = cleaned[usable:]
+    if len(carry) == 1:
         problem = "base64 payload is truncated; dropped the last character"
-    try:
-        return binascii.a2b_base64(cleaned + b"=" * (-len(cleaned) % 4)), problem
-    except binascii.Error:
-        return data, "invalid base64 payload; kept the bytes as sent"
+    elif carry:
+        output.write(binascii.a2b_base64(carry + b"=" * (4 - len(carry))))
+    return output.getvalue(), problem
+
+
+def part_payload(part: Message) -> tuple[bytes, str | None]:
+    """Decode a leaf part's transfer encoding, and return a problem if any.
+
+    Invalid base64 characters are skipped, and a payload that is mostly not
+    base64 is kept as sent; this never raises.
+    """
+    encoding = str(part.get("content-transfer-encoding", "7bit")).strip().lower()
+    if not isinstance(part.get_payload(decode=False), str):
+        return b"", "part has no leaf payload"
+    if encoding == "base64":
+        return decode_base64_chunks(part)
+    problem = None
+    if encoding not in _TRANSFER_ENCODINGS and encoding not in _UU_ENCODINGS:
+        problem = f"unknown Content-Transfer-Encoding {encoding[:40]!r}; read as 8bit"
+    if getattr(part, "_leadparse_spans", None) is not None:
+        data = b"".join(payload_chunks(part))
+        if encoding == "quoted-printable":
+            return quopri.decodestring(data), problem
+        return data, problem
+    decoded = part.get_payload(decode=True)
+    if not isinstance(decoded, bytes):
+        return b"".join(payload_chunks(part)), problem
+    return decoded, problem
 
 
 def decode_part_text(part: Message) -> tuple[DecodedText, list[str]]:

@@ -130,7 +130,8 @@ FORWARD_SUBJECT = re.compile(
 
 # --- Header blocks that mail clients write above quoted or forwarded text. ---
 
-# Each key maps to the field it names; the first group is the From-like key.
+# Localized header names, each mapped to the field it names: from, date, to,
+# cc or subject.
 HEADER_KEYS: dict[str, str] = {}
 for _field, _words in {
     "from": (

@@ -8,7 +8,6 @@ parts: attached messages (message/rfc822), Outlook's winmail.dat
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import io
 import logging
@@ -25,6 +24,7 @@ from leadparse._charsets import decode_bytes
 from leadparse._filenames import part_filename, sanitize_filename
 from leadparse._headers import header_text, parse_addresses, raw_header
 from leadparse._html import html_to_text
+from leadparse._mime import decode_base64_chunks, part_payload
 from leadparse._pdf import extract_pdf_text, is_pdf
 from leadparse._phones import region_for_domain
 from leadparse._tnef import is_tnef, read_tnef
@@ -201,47 +201,6 @@ def _disagreeing_type(declared: str, detected: str | None) -> str | None:
 
 # --- transfer decoding ------------------------------------------------------
 
-_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_BASE64_DROP = bytes(byte for byte in range(256) if byte not in _BASE64_ALPHABET)
-_BASE64_ALLOWED = _BASE64_ALPHABET + b"= \t\r\n"
-# A payload with more than this share of characters outside base64 is taken
-# to be mislabelled plain bytes and kept as sent, as the body decoder does.
-_NOT_BASE64_SHARE = 0.1
-# Base64 text decoded per step: large payloads are never copied whole.
-_CHUNK_CHARS = 1 << 20
-
-
-def _decode_base64_text(text: str) -> tuple[bytes, str | None]:
-    # The compat32 parser keeps the payload as str. Encoding and cleaning it in
-    # one go would hold three copies of a large attachment at once, so it is
-    # read in 1 MiB chunks.
-    stray = 0
-    for start in range(0, len(text), _CHUNK_CHARS):
-        chunk = text[start : start + _CHUNK_CHARS].encode("ascii", "replace")
-        stray += len(chunk.translate(None, _BASE64_ALLOWED))
-    if stray > _NOT_BASE64_SHARE * max(len(text.strip()), 1):
-        return (
-            text.encode("ascii", "surrogateescape"),
-            "payload declared base64 is not base64; kept the bytes as sent",
-        )
-
-    problem = "base64 payload has invalid characters; skipped them" if stray else None
-    output = io.BytesIO()
-    carry = b""
-    for start in range(0, len(text), _CHUNK_CHARS):
-        chunk = text[start : start + _CHUNK_CHARS].encode("ascii", "replace")
-        cleaned = carry + chunk.translate(None, _BASE64_DROP)
-        usable = len(cleaned) - len(cleaned) % 4
-        output.write(binascii.a2b_base64(cleaned[:usable]))
-        carry = cleaned[usable:]
-    if len(carry) == 1:
-        problem = "base64 payload is truncated; dropped the last character"
-    elif carry:
-        output.write(binascii.a2b_base64(carry + b"=" * (4 - len(carry))))
-    return output.getvalue(), problem
-
-
-_KNOWN_ENCODINGS = frozenset({"7bit", "8bit", "binary", "base64", "quoted-printable"})
 _UU_ENCODINGS = frozenset({"x-uuencode", "uuencode", "x-uue", "uue"})
 
 
@@ -258,7 +217,7 @@ def decode_transfer_encoding(part: Message) -> tuple[bytes, str | None]:
     if not isinstance(payload, str):
         return b"", "part has no leaf payload"
     if encoding == "base64":
-        return _decode_base64_text(payload)
+        return decode_base64_chunks(part)
     if encoding in _UU_ENCODINGS:
         blocks = find_uuencoded(payload, max_blocks=1)
         if blocks:
@@ -271,13 +230,7 @@ def decode_transfer_encoding(part: Message) -> tuple[bytes, str | None]:
         return payload.encode(
             "ascii", "surrogateescape"
         ), "uuencoded payload has no begin line; kept as sent"
-    problem = None
-    if encoding not in _KNOWN_ENCODINGS:
-        problem = f"unknown Content-Transfer-Encoding {encoding[:40]!r}; read as 8bit"
-    decoded = part.get_payload(decode=True)
-    if not isinstance(decoded, bytes):
-        return payload.encode("utf-8", "surrogateescape"), problem
-    return decoded, problem
+    return part_payload(part)
 
 
 # --- the stage --------------------------------------------------------------

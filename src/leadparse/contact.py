@@ -87,7 +87,9 @@ def contact_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
             and lead.from_.name
             and lead.from_.name.lower().startswith(signature.full_name.lower())
         ):
-            signature = signature.model_copy(update={"full_name": None})
+            signature = signature.model_copy(
+                update={"full_name": None, "given_name": None, "family_name": None}
+            )
         _merge_contact(extracted, signature, source)
 
     for contact in _vcard_contacts(draft):

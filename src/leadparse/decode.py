@@ -15,6 +15,8 @@ from leadparse._headers import (
     raw_header,
 )
 from leadparse._mime import (
+    attach_spans,
+    cut_large_payloads,
     decode_part_text,
     find_used_boundary,
     repair_duplicate_content_type,
@@ -47,6 +49,20 @@ def _is_attachment(part: Message) -> bool:
     return bool(part.get_param("filename", header="content-disposition")) or bool(
         part.get_param("name")
     )
+
+
+def _unfolded_boundary(part: Message, text: str) -> str | None:
+    """Return the declared boundary with line folds removed, if the body uses it.
+
+    A boundary folded inside its quotes keeps the CRLF in the parsed value, so
+    no delimiter line matches. RFC 5322 section 2.2.3 unfolding removes only
+    the CRLF; the whitespace after it stays part of the boundary.
+    """
+    declared = part.get_boundary()
+    if not declared or ("\n" not in declared and "\r" not in declared):
+        return None
+    unfolded = declared.replace("\r", "").replace("\n", "")
+    return unfolded if "--" + unfolded in text else None
 
 
 class _Walker:
@@ -112,7 +128,7 @@ class _Walker:
         # No part was found: the boundary is missing or wrong. Look for the
         # boundary the body really uses and parse again with it.
         text = payload if isinstance(payload, str) else ""
-        boundary = find_used_boundary(text)
+        boundary = _unfolded_boundary(part, text) or find_used_boundary(text)
         if boundary:
             header = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"'
             clone = parse_mime(
@@ -318,8 +334,10 @@ def decode_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
                 "message has several Content-Type headers; kept the one whose "
                 "boundary occurs in the body",
             )
+        parse_input, spans = cut_large_payloads(raw)
         try:
-            message = parse_mime(raw)
+            message = parse_mime(parse_input)
+            attach_spans(message, spans)
         except RecursionError:
             draft.add_defect(
                 "nesting_too_deep",

@@ -23,8 +23,9 @@ def intent_text(draft: MessageDraft, policy: Policy) -> str:
     or a footer slogan cannot create a label.
     """
     lead = draft.lead
-    pieces = [lead.subject or "", lead.stripped_text[: policy.limits.max_text_chars]]
-    pieces.extend(item.text for item in lead.attachments if item.text)
+    limit = policy.limits.max_intent_chars
+    pieces = [(lead.subject or "")[:limit], lead.stripped_text[:limit]]
+    pieces.extend(item.text[:limit] for item in lead.attachments if item.text)
     return "\n".join(pieces)
 
 

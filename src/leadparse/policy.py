@@ -47,6 +47,9 @@ class Limits(BaseModel):
     max_seconds: float = Field(default=10.0, gt=0)
     """Wall time for one parse, checked between stages; later stages are skipped."""
 
+    max_intent_chars: int = Field(default=50_000, gt=0)
+    """Characters of each source (subject, new text, attachment) read for intent."""
+
     max_attachment_text_chars: int = Field(default=200_000, gt=0)
     """Characters of text kept from one attachment."""
 

@@ -3,16 +3,16 @@
 The stage works line by line on ``lead.body_text`` and recognizes:
 
 * lines quoted with ``>`` (RFC 3676 section 4.5). They are removed wherever
-  they are, and new text written between quoted blocks is kept;
+  they are, and new text written between quoted blocks is kept.
 * attribution lines ("On <date>, <name> wrote:") in the languages listed in
   :mod:`leadparse._quote_patterns`, also when wrapped over two or three lines.
   An attribution directly above ``>`` lines belongs to that quoted block.
   Otherwise everything from the attribution down is quoted history, because
-  Outlook and Apple Mail do not prefix the old message with ``>``;
+  Outlook and Apple Mail do not prefix the old message with ``>``.
 * "Original Message" separators, Outlook's rule line above a header block,
   and Outlook header blocks with no separator at all (a From-like line with
   at least two of Sent, Date, To, Cc and Subject close below it). Everything
-  from there down is quoted history;
+  from there down is quoted history.
 * the offset where HTML quote markup began, for HTML bodies.
 
 A forwarded message is not a quote: it is the lead. The forward marker, the
@@ -127,11 +127,11 @@ def split_quotes(
 
     Args:
         text: the message body as text with ``\\n`` line endings.
-        subject: the message subject; a forward prefix makes a header block
-            or "Original Message" separator mark a forward instead of a quote.
+        subject: the message subject. With a forward prefix, a header block
+            or "Original Message" separator marks a forward, not a quote.
         html_quote_start: offset in *text* where HTML quote markup began.
-        max_chars: characters of *text* scanned. Text past the limit follows
-            the scanned text: quoted after a cut, new text otherwise.
+        max_chars: characters of *text* scanned. Text past the limit is
+            quoted when a cut was found and new text otherwise.
 
     Returns:
         The split. ``message_text`` is *text* unchanged when nothing is quoted.
@@ -312,6 +312,9 @@ def _header_block_at(lines: list[str], index: int) -> bool:
     The block needs a From-like field within its first four lines and at least
     two other fields (date, to, cc, subject) within ``_HEADER_WINDOW`` lines.
     """
+    # NOTE: a typed list such as "From: ...", "Date: ...", "Subject: ..." in
+    # the sender's own text also matches, and the text below it is then
+    # moved to quoted_text.
     first = header_field(lines[index])
     if first is None:
         return False

@@ -2,12 +2,12 @@
 
 A signature starts at the earliest of these in the last lines of the text:
 
-* the delimiter line ``-- `` (RFC 3676 section 4.3), also sent as ``--``;
-  a ``--`` inside a sentence is punctuation;
+* the delimiter line ``-- `` (RFC 3676 section 4.3), also sent as ``--``.
+  A ``--`` inside a sentence is punctuation.
 * a sign-off line ("Thanks,", "Best regards", "Mit freundlichen Grüßen",
-  "С уважением", ...), kept as the signature's first line;
-* a mobile-client line ("Sent from my iPhone", "Von meinem iPhone gesendet");
-* a name signed with a dash ("-Ana"), or a rule line above a short footer;
+  "С уважением", ...), kept as the signature's first line.
+* a mobile-client line ("Sent from my iPhone", "Von meinem iPhone gesendet").
+* a name signed with a dash ("-Ana"), or a rule line above a short footer.
 * with no marker at all, a trailing block of short lines that starts with the
   sender's name, or is made of name, title, company, phone and URL lines.
 
@@ -164,7 +164,10 @@ _NAME_PARTICLES = frozenset(
         "y",
     }
 )
+# NOTE: person names are recognized in Latin, Cyrillic and CJK scripts only.
+# A name in another script is found only when it matches the sender's name.
 _NAME_WORD = re.compile(r"^(?:[A-ZÀ-ÖØ-ÞА-ЯЁ][a-zß-öø-ÿа-яё'’-]+|[A-Z]\.)$")
+_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af]")
 _CJK_NAME = re.compile(r"^[\u3040-\u30ff\u4e00-\u9fff]{2,6}$")
 _SEGMENT_SPLIT = re.compile(r"[ \t]+[|·•][ \t]+|[ \t]*\|[ \t]*")
 _COUNTRY_CODE = re.compile(r"(?:\+|\b00)[ \t]?(\d[\d \t().-]{6,20}\d)")
@@ -172,7 +175,7 @@ _WORD = re.compile(r"\w+")
 # Words that introduce the writer's own number in running text ("Please call
 # me at ...", "Telefon: ...", "appelez-moi au ...").
 _PHONE_CUE = re.compile(
-    r"\b(?:call|phone|tel|mobile|cell|reach|ring|whatsapp|anruf|telefon|handy"
+    r"\b(?:call|phone|tel|mobile|cell|reach|ring|whatsapp|anruf|rufen|telefon|handy"
     r"|mobil|appel|téléphone|portable|llam|teléfono|móvil|ligar|ligue|telefone"
     r"|celular|chiam|telefono|cellulare|bel|telefoon|ringa|soita|puhelin"
     r"|zadzwoń|позвон|телефон)\w*|電話|电话",
@@ -252,8 +255,8 @@ def _is_start(
     if MOBILE_LINE.match(line):
         return len(after) <= 3
     if RULE_LINE.match(line):
-        # A ruler above a footer or contact block, not above more sentences
-        # or a real "-- " delimiter: a ruler inside the text is decoration.
+        # A ruler starts a signature only above a footer or contact block.
+        # Above more sentences or a real "-- " delimiter it is decoration.
         return bool(after) and not any(
             SIGNATURE_DELIMITER.match(item) or _is_sentence(item) for item in after
         )
@@ -272,7 +275,7 @@ def _is_start(
 def _all_signature_like(lines: list[str]) -> bool:
     for line in lines:
         if _DISCLAIMER.search(line):
-            # A legal disclaimer or list footer ends the signature; its
+            # A legal disclaimer or list footer ends the signature, so its
             # sentences are not the sender's text.
             return True
         if _is_prose(line):
@@ -582,7 +585,9 @@ def _split_name(full_name: str | None) -> tuple[str | None, str | None]:
     if not full_name:
         return None, None
     words = full_name.split()
-    if len(words) == 1:
+    # CJK names put the family name first and need no space, so the order of
+    # the words says nothing reliable; leave them unsplit.
+    if len(words) == 1 or _CJK_CHAR.search(full_name):
         # A lone word may be a first name or a nickname ("Ana", "Bob"), so
         # it is not split; the From display name is the better source.
         return None, None
