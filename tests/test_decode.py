@@ -118,8 +118,15 @@ def test_parse_addresses_decodes_after_splitting() -> None:
 def test_parse_addresses_reports_invalid() -> None:
     addresses, problems = parse_addresses("Bob <not-an-address>")
 
-    assert addresses[0].email == "not-an-address"
+    assert [(a.name, a.email) for a in addresses] == [("Bob", None)]
     assert problems == ["not-an-address"]
+
+
+def test_parse_addresses_drops_bare_word() -> None:
+    addresses, problems = parse_addresses("undisclosed")
+
+    assert addresses == []
+    assert problems == ["undisclosed"]
 
 
 @pytest.mark.parametrize(

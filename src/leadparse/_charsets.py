@@ -116,6 +116,21 @@ def _try(data: bytes, codec: str | None) -> str | None:
         return None
 
 
+def nearly_utf8(data: bytes) -> str | None:
+    """Decode UTF-8 with a few broken sequences, as a cut-off multibyte character.
+
+    Returns ``None`` unless there are at least 20 well-formed non-ASCII
+    characters for each replaced sequence, since other bytes are more likely
+    another charset.
+    """
+    text = data.decode("utf-8", "replace")
+    replaced = text.count("\ufffd")
+    well_formed = sum(1 for char in text if ord(char) > 0x7F) - replaced
+    if replaced and well_formed >= 20 * replaced:
+        return text
+    return None
+
+
 def decode_bytes(data: bytes, declared: str | None) -> DecodedText:
     """Decode *data* by the fallback chain; this never raises."""
     codec = normalize_charset(declared)
@@ -140,6 +155,8 @@ def decode_bytes(data: bytes, declared: str | None) -> DecodedText:
     # UTF-8 is checked before detection: valid UTF-8 of any length is almost
     # never another charset, and detectors misjudge short UTF-8 strings.
     text = _try(data, "utf-8")
+    if text is None:
+        text = nearly_utf8(data)
     if text is not None:
         return DecodedText(text, "utf-8", reason)
 

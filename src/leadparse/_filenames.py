@@ -7,6 +7,8 @@ import unicodedata
 from email.header import decode_header
 from email.message import Message
 
+from leadparse._charsets import nearly_utf8
+
 __all__ = ["decode_filename", "part_filename", "sanitize_filename"]
 
 # RFC 2047 encoded-word, searched anywhere in a parameter value because Gmail
@@ -24,6 +26,7 @@ def part_filename(part: Message) -> str | None:
     ``name`` parameter is the fallback that older clients send alone. RFC 2231
     continuations and charsets are collapsed by the stdlib before decoding.
     """
+    part = _with_decoded_8bit_params(part)
     raw = part.get_filename()
     if raw is None:
         name = part.get_param("name")
@@ -36,6 +39,31 @@ def part_filename(part: Message) -> str | None:
     if raw is None:
         return None
     return sanitize_filename(decode_filename(raw))
+
+
+def _with_decoded_8bit_params(part: Message) -> Message:
+    # compat32 replaces raw 8-bit bytes in a header with U+FFFD before its
+    # parameter parser sees them. Senders that put UTF-8 straight into
+    # filename= are common, so those headers are decoded by the charset chain
+    # into a stand-in message that carries only the two parameter headers.
+    shadow: Message | None = None
+    for name in ("content-disposition", "content-type"):
+        for key, value in part.raw_items():
+            if key.lower() != name or not isinstance(value, str):
+                continue
+            if not any("\udc80" <= ch <= "\udcff" for ch in value):
+                continue
+            if shadow is None:
+                shadow = Message()
+                for keep in ("content-disposition", "content-type"):
+                    original = part.get(keep)
+                    if original is not None:
+                        shadow[keep] = str(original)
+            data = value.encode("utf-8", "surrogateescape")
+            del shadow[name]
+            shadow[name] = _decode_8bit(data)
+            break
+    return shadow if shadow is not None else part
 
 
 def _decode_rfc2231_value(value: str, charset: str | None) -> str:
@@ -51,7 +79,9 @@ def _decode_8bit(data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        return data.decode("cp1252", "replace")
+        pass
+    nearly = nearly_utf8(data)
+    return nearly if nearly is not None else data.decode("cp1252", "replace")
 
 
 def decode_filename(value: str) -> str:

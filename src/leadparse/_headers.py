@@ -74,8 +74,6 @@ def _decode_word(charset: str, encoding: str, text: str) -> str | None:
             return None
     else:
         # RFC 2047 section 4.2: "_" stands for a space in Q-encoded text.
-        # Senders also put raw 8-bit characters in Q-encoded text; those are
-        # turned back into bytes of the word's own charset so they survive.
         data = quopri.decodestring(_q_text_bytes(text.replace("_", " "), charset))
     # An unknown charset label still yields text through the fallback chain.
     return decode_bytes(data, charset).text
@@ -141,7 +139,7 @@ _ADDR_SPEC = re.compile(
 )
 
 
-# A display name written without quotes although it holds "@", as in
+# A display name written without quotes although it contains "@", as in
 # ``alice@example.com <bob@example.com>``. RFC 5322 section 3.4 requires a
 # quoted string there; the stdlib parser otherwise takes the name for the
 # address.
@@ -205,10 +203,16 @@ def parse_addresses(raw: str | None) -> tuple[list[Address], list[str]]:
             continue
         if addr and not _ADDR_SPEC.match(addr):
             problems.append(addr[:80])
+            if "@" not in addr:
+                # A bare word such as "undisclosed" is no mailbox: it is
+                # reported, and kept only as the name when a name came with it.
+                if display:
+                    result.append(Address(name=display, email=None))
+                continue
         if display and display.lower() == addr.lower():
             display = None
         result.append(Address(name=display, email=addr.lower() or None))
-    if not result and unfolded.strip():
+    if not result and unfolded.strip() and not problems:
         problems.append(unfolded.strip()[:80])
     return result, problems
 

@@ -155,7 +155,7 @@ def cut_large_payloads(raw: bytes) -> tuple[bytes, _Spans | None]:
 
 
 def attach_spans(message: Message, spans: _Spans | None) -> None:
-    """Mark each part whose payload holds a span token, so readers find its bytes."""
+    """Mark each part whose payload contains a span token, so readers find its bytes."""
     if spans is None:
         return
     stack = [message]

@@ -11,7 +11,7 @@ __all__ = ["find_phones", "region_for_domain", "to_e164"]
 # Country-code TLDs whose ISO region differs from the TLD.
 _TLD_REGION = {"uk": "GB", "eu": ""}
 
-# Generic TLDs that say nothing about a country.
+# Generic TLDs, which name no country.
 _GENERIC_TLDS = frozenset(
     {
         "com",

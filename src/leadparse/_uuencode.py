@@ -43,6 +43,15 @@ def _decode_line(line: str) -> bytes | None:
         return None
 
 
+def split_uuencoded(text: str) -> tuple[str, str]:
+    """Split *text* into its prose and its uuencoded blocks, both in order."""
+    blocks = [match.group(0) for match in _BLOCK.finditer(text)]
+    if not blocks:
+        return text, ""
+    prose = _BLOCK.sub("", text)
+    return re.sub(r"\n{3,}", "\n\n", prose).strip("\n"), "\n".join(blocks)
+
+
 def find_uuencoded(text: str, max_blocks: int) -> list[UuBlock]:
     """Decode up to *max_blocks* uuencoded blocks found in *text*, in order."""
     blocks: list[UuBlock] = []

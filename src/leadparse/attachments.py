@@ -228,7 +228,7 @@ def decode_transfer_encoding(part: Message) -> tuple[bytes, str | None]:
             )
             return blocks[0].data, problem
         return payload.encode(
-            "ascii", "surrogateescape"
+            "utf-8", "surrogateescape"
         ), "uuencoded payload has no begin line; kept as sent"
     return part_payload(part)
 
@@ -293,6 +293,12 @@ class _Collector:
         content_type = part.get_content_type()
         if content_type in _MESSAGE_TYPES:
             self.add_message(path, part)
+            return
+        if content_type.startswith("message/") or content_type == "text/rfc822-headers":
+            # Report parts (message/delivery-status, rfc822-headers and the
+            # like) are one attachment, although compat32 splits some of
+            # them into header blocks.
+            self.add_report_part(path, part)
             return
         if part.is_multipart():
             # A multipart among the attachment parts (an attached message's
@@ -449,6 +455,33 @@ class _Collector:
             for index, child in enumerate(children, start=1):
                 self.add_inner(f"{path}.{index}", child)
 
+    def add_report_part(self, path: str, part: Message) -> None:
+        """List a machine-readable report part as one text attachment."""
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            text = "\n".join(
+                child.as_string() if isinstance(child, Message) else str(child)
+                for child in payload
+            )
+        else:
+            text = payload if isinstance(payload, str) else ""
+        data = text.encode("utf-8", "surrogateescape")
+        self.draft.lead.attachments.append(
+            Attachment(
+                filename=part_filename(part),
+                content_type=part.get_content_type(),
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                disposition=_disposition(part, self.cids),
+                content_id=_content_id(part),
+                text=_bounded(
+                    decode_bytes(data, "utf-8").text,
+                    self.limits.max_attachment_text_chars,
+                ),
+                part=path,
+            )
+        )
+
     def add_inner(self, path: str, part: Message) -> None:
         """List the non-body parts inside an attached message."""
         if path in self.listed_paths:
@@ -500,7 +533,7 @@ class _Collector:
 
     def add_uuencoded(self) -> None:
         """List uuencoded blocks found in the body text."""
-        text = self.draft.lead.body_text
+        text = self.draft.uuencoded_text
         if "begin " not in text:
             return
         blocks = find_uuencoded(text, max_blocks=self.limits.max_parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from leadparse._html import html_to_text, sanitize_html
+from leadparse._uuencode import split_uuencoded
 from leadparse.pipeline import MessageDraft, stage
 from leadparse.policy import Policy
 
@@ -30,6 +31,8 @@ def body_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
     plain = "\n".join(part.text for part in draft.plain_parts)
     html = _bounded_html(draft, policy) if draft.html_parts else ""
 
+    if "begin " in plain:
+        plain, draft.uuencoded_text = split_uuencoded(plain)
     if plain.strip():
         lead.body_text = plain.strip("\n")
         lead.body_source = "text/plain"

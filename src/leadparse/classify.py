@@ -218,7 +218,7 @@ def _header(message: Message, name: str) -> str:
     if any("\udc80" <= char <= "\udcff" for char in text):
         # compat32 keeps raw 8-bit header bytes as surrogate escapes; such
         # headers are nearly always UTF-8 (RFC 6532).
-        return decode_bytes(text.encode("ascii", "surrogateescape"), "utf-8")
+        return decode_bytes(text.encode("utf-8", "surrogateescape"), "utf-8")
 
     try:
         return str(make_header(decode_header(text)))

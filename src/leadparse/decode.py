@@ -32,8 +32,13 @@ _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
 def parse_mime(raw: bytes) -> Message:
-    """Parse raw bytes with the stdlib compat32 policy, which never raises on
-    malformed MIME and is several times faster than ``policy.default``."""
+    """Parse raw bytes with the stdlib compat32 policy.
+
+    compat32 records malformed MIME as defects on each part instead of
+    raising, and parses faster than ``policy.default`` (figures in
+    ``docs/design.md``). Deep nesting can still raise ``RecursionError``,
+    which the decode stage catches.
+    """
     return email.parser.BytesParser(policy=email_policy.compat32).parsebytes(raw)
 
 
@@ -124,7 +129,8 @@ class _Walker:
     def _children(self, part: Message, path: str) -> list[Message]:
         payload = part.get_payload()
         if isinstance(payload, list):
-            return [child for child in payload if isinstance(child, Message)]
+            children = [child for child in payload if isinstance(child, Message)]
+            return children + self._epilogue_parts(part, path)
         # No part was found: the boundary is missing or wrong. Look for the
         # boundary the body really uses and parse again with it.
         text = payload if isinstance(payload, str) else ""
@@ -158,6 +164,38 @@ class _Walker:
             fallback.set_type("text/plain")
             return [fallback]
         return []
+
+    def _epilogue_parts(self, part: Message, path: str) -> list[Message]:
+        """Return parts that follow a premature close delimiter.
+
+        A nested multipart that reuses its parent's boundary closes the parent
+        early; the parser then puts the parent's remaining parts, attachments
+        included, in the epilogue.
+        """
+        boundary = part.get_boundary()
+        epilogue = part.epilogue
+        if not boundary or not epilogue:
+            return []
+        delimiter = re.compile(rf"^--{re.escape(boundary)}[ \t]*\r?$", re.MULTILINE)
+        if not delimiter.search(epilogue):
+            return []
+        header = f'Content-Type: multipart/mixed; boundary="{boundary}"\n\n'
+        clone = parse_mime(
+            header.encode() + epilogue.encode("utf-8", "surrogateescape")
+        )
+        parsed = clone.get_payload()
+        found = (
+            [c for c in parsed if isinstance(c, Message)]
+            if isinstance(parsed, list)
+            else []
+        )
+        if found:
+            self.draft.add_defect(
+                "epilogue_parts_recovered",
+                f"{len(found)} part(s) followed the close delimiter; read them",
+                path or None,
+            )
+        return found
 
     def _walk_multipart(
         self, part: Message, path: str, depth: int, in_body: bool, subtype: str

@@ -72,6 +72,9 @@ class MessageDraft:
     attachment_parts: list[tuple[str, Message]] = field(default_factory=list)
     """Non-body parts with their MIME path, in tree order."""
 
+    uuencoded_text: str = ""
+    """uuencoded blocks cut out of the body text; the attachment stage reads them."""
+
     html_quote_start: int | None = None
     """Offset in ``lead.body_text`` where HTML quote markup began, if any."""
 
