@@ -39,18 +39,20 @@ def raw_header(message: Message, name: str) -> str | None:
     Non-ASCII bytes, which compat32 carries as surrogate escapes, are decoded
     by the charset fallback chain so that raw UTF-8 headers read correctly.
     """
-    wanted = name.lower()
+    lowered_name = name.lower()
     for key, value in message.raw_items():
-        if key.lower() == wanted:
+        if key.lower() == lowered_name:
             return _unescape(value)
     return None
 
 
 def raw_headers(message: Message, name: str) -> list[str]:
     """Return every *name* header as original text, in order."""
-    wanted = name.lower()
+    lowered_name = name.lower()
     return [
-        _unescape(value) for key, value in message.raw_items() if key.lower() == wanted
+        _unescape(value)
+        for key, value in message.raw_items()
+        if key.lower() == lowered_name
     ]
 
 
