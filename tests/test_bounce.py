@@ -117,3 +117,50 @@ def test_bounce_long_text_is_bounded() -> None:
     text = message_text(message)
     assert len(text) == 64 * 1024
     assert read_bounce(message, text).bounce.status is None
+
+
+_CLASS_ONLY_DSN = b"""From: MAILER-DAEMON@mx.example.net
+To: sales@shop.example.com
+Subject: Delivery status notification: error
+Content-Type: multipart/report; report-type=delivery-status; boundary="b"
+
+--b
+Content-Type: text/plain
+
+An error has occurred while attempting to deliver a message for
+the following list of recipients:
+
+other@example.org: 452 4.2.2 <other@example.org>: Mailbox full
+gone@example.org: 550 5.1.1 <gone@example.org>: Recipient address rejected: User unknown
+
+--b
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.net
+
+Final-Recipient: rfc822; gone@example.org
+Action: failed
+Status: 5.0.0
+
+--b--
+"""
+
+
+def test_bounce_class_only_dsn_status_from_text() -> None:
+    bounce_kind, status, recipient, _message_id = _read(_CLASS_ONLY_DSN)
+    assert status == "5.1.1"
+    assert bounce_kind == "hard"
+    assert recipient == "gone@example.org"
+
+
+def test_bounce_class_only_dsn_other_class_ignored() -> None:
+    raw = _CLASS_ONLY_DSN.replace(b"550 5.1.1", b"450 4.1.1")
+    _kind, status, recipient, _message_id = _read(raw)
+    assert status == "5.0.0"
+    assert recipient == "gone@example.org"
+
+
+def test_bounce_dsn_with_detail_keeps_status() -> None:
+    raw = _CLASS_ONLY_DSN.replace(b"Status: 5.0.0", b"Status: 5.2.1")
+    _kind, status, _recipient, _message_id = _read(raw)
+    assert status == "5.2.1"

@@ -14,7 +14,7 @@ import pytest
 from leadparse._bounce import message_text
 from leadparse.classify import classify_stage
 from leadparse.forms import forms_stage
-from leadparse.model import Lead, Provenance
+from leadparse.model import Classification, Lead, Provenance
 from leadparse.pipeline import Envelope, MessageDraft
 from leadparse.policy import Policy
 
@@ -195,3 +195,100 @@ def test_classify_shared_case_checks(case: str) -> None:
         assert draft.form_contact.company == "Example Foods Lda"
         assert draft.form_contact.phones == ["+351211234567"]
         assert draft.lead.classification.subkind == "web_form"
+
+
+# --- Amazon SES notifications sent by an SNS e-mail subscription -------------
+
+_SES_BOUNCE = {
+    "notificationType": "Bounce",
+    "bounce": {
+        "bounceType": "Permanent",
+        "bounceSubType": "General",
+        "bouncedRecipients": [
+            {
+                "emailAddress": "Gone@Example.org",
+                "action": "failed",
+                "status": "5.1.1",
+                "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+            }
+        ],
+    },
+    "mail": {"commonHeaders": {"messageId": "<offer-17@shop.example.com>"}},
+}
+
+
+def _sns_mail(body: str, sender: str = "no-reply@sns.amazonaws.com") -> bytes:
+    headers = (
+        f"From: SES Topic <{sender}>\n"
+        "To: ops@shop.example.com\n"
+        "Subject: AWS Notification Message\n"
+        "Content-Type: text/plain; charset=UTF-8\n"
+    )
+    if sender.endswith("amazonaws.com"):
+        headers += "x-amz-sns-message-id: 2f86d9b0-eecf-573d-b47d-3d1850750c30\n"
+    return (headers + "\n" + body).encode()
+
+
+def _ses_classification(raw: bytes) -> Classification:
+    draft = classify_stage(_draft(raw), Policy())
+    return draft.lead.classification
+
+
+def test_classify_ses_folded_bounce_is_hard() -> None:
+    document = json.dumps(_SES_BOUNCE, separators=(",", ":"))
+    # SNS folds the long JSON line, leaving a raw line break inside a string.
+    folded = document[:150] + "\n" + document[150:]
+    body = (
+        folded + "\n\n--\nIf you wish to stop receiving notifications, unsubscribe.\n"
+    )
+    result = _ses_classification(_sns_mail(body))
+    assert result.kind == "bounce"
+    assert result.subkind is None
+    assert result.reasons == ["ses_bounce", "ses_bounce_fields"]
+    assert result.bounce is not None
+    assert result.bounce.type == "hard"
+    assert result.bounce.status == "5.1.1"
+    assert result.bounce.recipient == "gone@example.org"
+    assert result.bounce.diagnostic == "550 5.1.1 user unknown"
+    assert result.bounce.original_message_id == "offer-17@shop.example.com"
+
+
+def test_classify_ses_transient_bounce_is_soft() -> None:
+    inner = json.loads(json.dumps(_SES_BOUNCE))
+    inner["bounce"]["bounceType"] = "Transient"
+    inner["bounce"]["bouncedRecipients"][0]["status"] = "5.2.2"
+    inner["bounce"]["bouncedRecipients"][0]["diagnosticCode"] = "smtp; 552 full"
+    envelope = {"Type": "Notification", "Message": json.dumps(inner)}
+    result = _ses_classification(_sns_mail(json.dumps(envelope, indent=2)))
+    assert result.kind == "bounce"
+    assert result.bounce is not None
+    assert result.bounce.type == "soft"
+    assert result.bounce.status == "5.2.2"
+
+
+def test_classify_ses_complaint_is_feedback_report() -> None:
+    complaint = {
+        "notificationType": "Complaint",
+        "complaint": {"complainedRecipients": [{"emailAddress": "a@example.org"}]},
+    }
+    result = _ses_classification(_sns_mail(json.dumps(complaint)))
+    assert result.kind == "bulk"
+    assert result.subkind == "feedback_report"
+    assert result.reasons == ["ses_complaint"]
+
+
+def test_classify_ses_delivery_is_delivery_notification() -> None:
+    delivery = {"notificationType": "Delivery", "delivery": {"recipients": ["a@x.org"]}}
+    result = _ses_classification(_sns_mail(json.dumps(delivery)))
+    assert result.kind == "auto_reply"
+    assert result.subkind == "delivery_notification"
+    assert result.reasons == ["ses_delivery"]
+    assert result.bounce is None
+
+
+def test_classify_ses_json_from_customer_is_lead() -> None:
+    # A customer pasting a notification into a question is not SNS mail.
+    body = json.dumps(_SES_BOUNCE) + "\n\nWhy did this bounce? Can you help?\n"
+    result = _ses_classification(_sns_mail(body, sender="dev@customer.example.net"))
+    assert result.kind == "lead"
+    assert result.bounce is None

@@ -33,12 +33,9 @@ CORRECTIONS = REPO / "benchmarks" / "quality_corrections.tsv"
 # manifest, with the field. A fixed gap makes its test fail, so the entry
 # must then be removed.
 KNOWN_GAPS: dict[str, str] = {
-    # Amazon SNS JSON notifications and a mailing-list loop alert carry no
-    # bounce headers or SMTP text that the rules read.
-    "bsd/lhost-amazonses-09.eml": "kind",
-    "bsd/lhost-amazonses-10.eml": "kind",
+    # A mailing-list loop alert and KDDI notices carry no bounce headers or
+    # SMTP text that the rules read.
     "bsd/lhost-fml-03.eml": "kind",
-    "bsd/lhost-amazonses-11.eml": "kind",
     "bsd/lhost-kddi-01.eml": "kind",
     "dos/lhost-kddi-01.eml": "kind",
     # Status: sisimai picks a code from deeper in the text or infers one.
@@ -46,9 +43,6 @@ KNOWN_GAPS: dict[str, str] = {
     "bsd/lhost-amazonworkmail-07.eml": "status",
     "bsd/lhost-aol-03.eml": "status",
     "bsd/lhost-exchange2007-05.eml": "status",
-    "bsd/lhost-opensmtpd-13.eml": "status",
-    "bsd/lhost-opensmtpd-14.eml": "status",
-    "bsd/lhost-opensmtpd-17.eml": "status",
     "bsd/lhost-sendmail-53.eml": "status",
     "bsd/lhost-sendmail-56.eml": "status",
     # Hard or soft: the cause is in wording the rules do not read yet.

@@ -16,6 +16,7 @@ because mail to the same address may succeed later or from another sender.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ __all__ = [
     "message_text",
     "read_bounce",
     "read_delivery_status",
+    "read_ses_notification",
 ]
 
 logger = logging.getLogger(__name__)
@@ -324,6 +326,7 @@ def read_bounce(message: Message, text: str) -> BounceReport:
         report = _read_plain(head)
     else:
         report.reasons.append("dsn_fields")
+        _refine_class_only_status(report, head)
 
     bounce = report.bounce
     if bounce.status is None:
@@ -349,6 +352,36 @@ def read_bounce(message: Message, text: str) -> BounceReport:
         basis = evidence
     bounce.type = bounce_type(bounce.status, basis)
     return report
+
+
+def _refine_class_only_status(report: BounceReport, text: str) -> None:
+    """Read the remote reply from the text when the DSN gives only a class.
+
+    Some MTAs (OpenSMTPD among them) write ``Status: 5.0.0`` without a
+    Diagnostic-Code and put the remote server's reply in the human-readable
+    part, one line per recipient ("rcpt: 550 5.1.1 <rcpt>: User unknown").
+    The reply is taken only from a line that names the chosen recipient and
+    only when its class matches the DSN's (RFC 3463 section 3.1).
+    """
+    bounce = report.bounce
+    if bounce.diagnostic or bounce.recipient is None:
+        return
+    if bounce.status is not None and not bounce.status.endswith(".0.0"):
+        return
+
+    for line in text.splitlines():
+        if bounce.recipient not in line.lower():
+            continue
+        match = _REPLY_WITH_STATUS.search(line)
+        if match is None:
+            continue
+        status = _status_of(match)
+        if bounce.status is not None and status[0] != bounce.status[0]:
+            continue
+        bounce.status = status
+        bounce.diagnostic = " ".join(line.split())[:1000]
+        report.reasons.append("smtp_status_in_body")
+        return
 
 
 def _walk_own_parts(message: Message) -> list[Message]:
@@ -616,3 +649,95 @@ def _original_message_id(message: Message, text: str) -> str | None:
 def _bare_id(value: str) -> str | None:
     value = value.strip().strip("<>").strip()
     return value or None
+
+
+# Amazon SES notification types, from the "notificationType" field of its
+# JSON notification contents (Amazon SES Developer Guide, "Contents of
+# notifications for Amazon SES").
+SES_NOTIFICATION_TYPES = frozenset({"Bounce", "Complaint", "Delivery"})
+
+
+@dataclass
+class SesNotification:
+    """An Amazon SES notification read from the JSON in a message body."""
+
+    notification_type: str
+    """``Bounce``, ``Complaint`` or ``Delivery``."""
+    report: BounceReport | None = None
+    """The first bounced recipient's facts; set for every ``Bounce``."""
+
+
+def read_ses_notification(text: str) -> SesNotification | None:
+    """Read an Amazon SES notification that an SNS e-mail subscription sent.
+
+    The body is the SES JSON document, or the SNS envelope whose ``Message``
+    field holds that document as a string. Bounce recipients carry the same
+    facts as RFC 3464 fields (address, action, status, diagnostic code), so
+    they are read like a delivery-status part.
+
+    Args:
+        text: the notification's text, bounded by the caller (see
+            :func:`message_text`).
+
+    Returns:
+        The notification, or ``None`` when the text does not start with one.
+    """
+    document = _json_object(text)
+    envelope_message = document.get("Message") if document is not None else None
+    if isinstance(envelope_message, str):
+        document = _json_object(envelope_message)
+    if document is None:
+        return None
+
+    notification_type = document.get("notificationType")
+    if notification_type not in SES_NOTIFICATION_TYPES:
+        return None
+
+    notification = SesNotification(notification_type=str(notification_type))
+    if notification_type != "Bounce":
+        return notification
+
+    details = document.get("bounce")
+    if not isinstance(details, dict):
+        details = {}
+
+    recipients = details.get("bouncedRecipients")
+    first = recipients[0] if isinstance(recipients, list) and recipients else {}
+    if not isinstance(first, dict):
+        first = {}
+    fields = {
+        "final-recipient": first.get("emailAddress"),
+        "action": first.get("action"),
+        "status": first.get("status"),
+        "diagnostic-code": first.get("diagnosticCode"),
+    }
+    report = _report_from_fields(
+        {name: value for name, value in fields.items() if isinstance(value, str)}
+    )
+    bounce = report.bounce
+    if details.get("bounceType") == "Transient":
+        # SES marks failures that may succeed on a later attempt as Transient.
+        bounce.type = "soft"
+    else:
+        bounce.type = bounce_type(bounce.status, bounce.diagnostic or "")
+    mail = document.get("mail")
+    headers = mail.get("commonHeaders") if isinstance(mail, dict) else None
+    if isinstance(headers, dict) and isinstance(headers.get("messageId"), str):
+        bounce.original_message_id = _bare_id(headers["messageId"])
+    report.reasons.append("ses_bounce_fields")
+    notification.report = report
+    return notification
+
+
+def _json_object(text: str) -> dict[str, object] | None:
+    """Decode the JSON object at the start of *text*, ignoring what follows."""
+    text = text.lstrip()
+    if not text.startswith("{"):
+        return None
+    try:
+        # strict=False accepts raw line breaks inside strings: SNS folds the
+        # long JSON line of a notification when it sends it as mail.
+        value, _end = json.JSONDecoder(strict=False).raw_decode(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None

@@ -23,7 +23,13 @@ import re
 from email.header import decode_header, make_header
 from email.message import Message
 
-from leadparse._bounce import SCAN_CHARS, decode_bytes, message_text, read_bounce
+from leadparse._bounce import (
+    SCAN_CHARS,
+    decode_bytes,
+    message_text,
+    read_bounce,
+    read_ses_notification,
+)
 from leadparse.model import Classification
 from leadparse.pipeline import MessageDraft, stage
 from leadparse.policy import Policy
@@ -304,6 +310,10 @@ def classify_message(
             kind="bulk", subkind="feedback_report", reasons=["unsubscribe_request"]
         )
 
+    ses = _classify_ses_notification(draft, message, text)
+    if ses is not None:
+        return ses
+
     bounce = _classify_bounce(draft, message, subject, text, report_type)
     if bounce is not None:
         return bounce
@@ -321,6 +331,44 @@ def classify_message(
             kind="lead", subkind="web_form", reasons=["web_form_fields"]
         )
     return Classification(kind="lead")
+
+
+def _classify_ses_notification(
+    draft: MessageDraft, message: Message, text: str
+) -> Classification | None:
+    """Classify an Amazon SES notification delivered by an SNS subscription.
+
+    Only mail that SNS sent is read: its ``x-amz-sns-message-id`` header, or
+    a sender at amazonaws.com or amazonses.com.
+    """
+    _name, address = _from_address(message, draft)
+    domain = address.rpartition("@")[2]
+    from_aws = domain.endswith(("amazonaws.com", "amazonses.com"))
+    if not (from_aws or message.get("x-amz-sns-message-id") is not None):
+        return None
+
+    notification = read_ses_notification(text)
+    if notification is None:
+        return None
+    if notification.notification_type == "Complaint":
+        return Classification(
+            kind="bulk", subkind="feedback_report", reasons=["ses_complaint"]
+        )
+    if notification.report is None:
+        # A delivery notice reports success, like a DSN with Action: delivered.
+        return Classification(
+            kind="auto_reply",
+            subkind="delivery_notification",
+            reasons=[f"ses_{notification.notification_type.lower()}"],
+        )
+    report = notification.report
+    subkind = "delayed" if (report.bounce.status or "").startswith("4") else None
+    return Classification(
+        kind="bounce",
+        subkind=subkind,
+        reasons=["ses_bounce", *report.reasons],
+        bounce=report.bounce,
+    )
 
 
 def _classify_bounce(
