@@ -14,6 +14,7 @@ from server_support import lead_message
 from leadparse.server.crypto import DecryptionError, RawCipher
 from leadparse.server.store import (
     DATABASE_NAME,
+    MIGRATIONS,
     IncomingMessage,
     JobState,
     Outcome,
@@ -61,14 +62,16 @@ def _store_and_parse(store: SQLiteStore, incoming: IncomingMessage) -> int:
 
 def test_schema_migrated_once_in_wal_mode(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path)
-    assert store.schema_version() == 1
+    assert store.schema_version() == len(MIGRATIONS) == 3
     store.close()
     reopened = SQLiteStore(tmp_path)
-    assert reopened.schema_version() == 1
+    assert reopened.schema_version() == len(MIGRATIONS)
     reopened.close()
     connection = sqlite3.connect(tmp_path / DATABASE_NAME)
     assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert connection.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (1,)
+    assert connection.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (
+        len(MIGRATIONS),
+    )
     connection.close()
 
 

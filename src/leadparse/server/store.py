@@ -313,6 +313,64 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX audit_action ON audit_log(action, id)",
     ),
+    # 2: webhook deliveries, one row per lead and endpoint, with every attempt.
+    (
+        """CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            lead_id INTEGER NOT NULL REFERENCES leads(id) ON DELETE CASCADE,
+            endpoint TEXT NOT NULL,
+            webhook_id TEXT NOT NULL,
+            thread_key TEXT,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            last_status INTEGER,
+            last_error TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            delivered_at TEXT,
+            UNIQUE (lead_id, endpoint)
+        )""",
+        "CREATE INDEX deliveries_due ON deliveries(state, next_attempt_at)",
+        "CREATE INDEX deliveries_thread ON deliveries(endpoint, thread_key, id)",
+        """CREATE TABLE delivery_attempts (
+            id INTEGER PRIMARY KEY,
+            delivery_id INTEGER NOT NULL
+                REFERENCES deliveries(id) ON DELETE CASCADE,
+            at TEXT NOT NULL,
+            status INTEGER,
+            error TEXT,
+            duration_ms INTEGER
+        )""",
+        "CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id)",
+        """CREATE TABLE endpoint_state (
+            endpoint TEXT PRIMARY KEY,
+            disabled_at TEXT,
+            disabled_reason TEXT
+        )""",
+    ),
+    # 3: polling acknowledgments and outbound acknowledgment mail.
+    (
+        """CREATE TABLE lead_acks (
+            lead_id INTEGER PRIMARY KEY REFERENCES leads(id) ON DELETE CASCADE,
+            acked_at TEXT NOT NULL,
+            token_name TEXT
+        )""",
+        """CREATE TABLE outbound_acks (
+            id INTEGER PRIMARY KEY,
+            lead_id INTEGER REFERENCES leads(id) ON DELETE SET NULL,
+            recipient_hash TEXT NOT NULL,
+            state TEXT NOT NULL,
+            error TEXT,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX outbound_acks_recipient ON outbound_acks(recipient_hash, id)",
+        """CREATE TABLE suppressions (
+            address_hash TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+    ),
 )
 
 
