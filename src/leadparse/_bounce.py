@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import Literal
 
+from leadparse._caseless import FoldedText, caseless
 from leadparse.model import Bounce
 
 __all__ = [
@@ -178,6 +179,10 @@ _REASON_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
 )
 
+_REASON_CASELESS = tuple(
+    (reason, caseless(pattern)) for reason, pattern in _REASON_PATTERNS
+)
+
 # RFC 3463 section 3: X.1.1 bad mailbox, X.1.2 bad system, X.1.6 mailbox
 # moved, X.1.10 null MX (RFC 7505), X.4.4 unable to route. These name an
 # address that cannot receive mail.
@@ -212,8 +217,9 @@ def failure_reason(status: str | None, text: str) -> str | None:
         One of ``mailbox_full``, ``suspended``, ``policy``, ``host_unknown``,
         ``user_unknown``, ``has_moved``, or ``None`` when no phrase matched.
     """
-    for reason, pattern in _REASON_PATTERNS:
-        if pattern.search(text):
+    folded = FoldedText(text)
+    for reason, pattern in _REASON_CASELESS:
+        if pattern.found_in(folded):
             return reason
     return None
 
@@ -424,14 +430,16 @@ def decode_bytes(raw: bytes, charset: str | None) -> str:
     Mislabelled parts are common in bounces (UTF-8 text declared as
     ISO-2022-JP, for example), so a strict decode is tried first.
     """
+    # A charset name with a NUL character makes the codec lookup raise
+    # ValueError rather than LookupError. UnicodeDecodeError is a ValueError.
     for candidate in (charset or "us-ascii", "utf-8"):
         try:
             return raw.decode(candidate)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, ValueError):
             continue
     try:
         return raw.decode(charset or "us-ascii", errors="replace")
-    except LookupError:
+    except (LookupError, ValueError):
         return raw.decode("latin-1", errors="replace")
 
 

@@ -170,7 +170,10 @@ def attach_spans(message: Message, spans: _Spans | None) -> None:
 
 def payload_chunks(part: Message) -> Iterator[bytes]:
     """Yield a leaf part's undecoded payload as bytes, in chunks of at most 1 MiB."""
-    payload = part.get_payload(decode=False)
+    # The stored payload, not get_payload(): for 8-bit parts compat32's
+    # get_payload() already decodes the escaped bytes with the declared
+    # charset, and encoding that text again would change the bytes.
+    payload = getattr(part, "_payload", None)
     if not isinstance(payload, str):
         return
     spans: _Spans | None = getattr(part, "_leadparse_spans", None)
@@ -233,6 +236,26 @@ def decode_base64_chunks(part: Message) -> tuple[bytes, str | None]:
     return output.getvalue(), problem
 
 
+def _decode_uu(data: bytes) -> tuple[bytes, str | None]:
+    lines = data.splitlines()
+    start = next(
+        (i for i, line in enumerate(lines) if line.startswith(b"begin ")), None
+    )
+    if start is None:
+        return data, "uuencoded payload has no begin line; kept as sent"
+    output = bytearray()
+    damaged = 0
+    for line in lines[start + 1 :]:
+        if line.strip() == b"end":
+            break
+        try:
+            output += binascii.a2b_uu(line)
+        except binascii.Error:
+            damaged += 1
+    problem = f"uuencoded payload has {damaged} damaged line(s)" if damaged else None
+    return bytes(output), problem
+
+
 def part_payload(part: Message) -> tuple[bytes, str | None]:
     """Decode a leaf part's transfer encoding, and return a problem if any.
 
@@ -247,15 +270,15 @@ def part_payload(part: Message) -> tuple[bytes, str | None]:
     problem = None
     if encoding not in _TRANSFER_ENCODINGS and encoding not in _UU_ENCODINGS:
         problem = f"unknown Content-Transfer-Encoding {encoding[:40]!r}; read as 8bit"
-    if getattr(part, "_leadparse_spans", None) is not None:
-        data = b"".join(payload_chunks(part))
-        if encoding == "quoted-printable":
-            return quopri.decodestring(data), problem
-        return data, problem
-    decoded = part.get_payload(decode=True)
-    if not isinstance(decoded, bytes):
-        return b"".join(payload_chunks(part)), problem
-    return decoded, problem
+    # The payload is decoded here rather than by Message.get_payload(decode=True),
+    # which encodes non-ASCII text with the declared charset and raises on a
+    # charset name the codec registry rejects (one containing NUL, say).
+    data = b"".join(payload_chunks(part))
+    if encoding == "quoted-printable":
+        return quopri.decodestring(data), problem
+    if encoding in _UU_ENCODINGS:
+        return _decode_uu(data)
+    return data, problem
 
 
 def decode_part_text(part: Message) -> tuple[DecodedText, list[str]]:

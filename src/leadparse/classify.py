@@ -30,6 +30,7 @@ from leadparse._bounce import (
     read_bounce,
     read_ses_notification,
 )
+from leadparse._caseless import FoldedText, caseless
 from leadparse.model import Classification
 from leadparse.pipeline import MessageDraft, stage
 from leadparse.policy import Policy
@@ -186,6 +187,13 @@ _CHALLENGE = re.compile(
     r"awaiting (?:your )?verification|boxbe",
     re.IGNORECASE,
 )
+# The patterns searched in the body text, with twins that are faster on ASCII
+# text (see leadparse._caseless).
+_BOUNCE_BODY_CASELESS = caseless(_BOUNCE_BODY)
+_OOO_BODY_CASELESS = caseless(_OOO_BODY)
+_OOO_NOTICE_CASELESS = caseless(_OOO_NOTICE)
+_RECEIPT_PHRASE_CASELESS = caseless(_RECEIPT_PHRASE)
+_CHALLENGE_CASELESS = caseless(_CHALLENGE)
 _NO_REPLY_LOCAL = re.compile(
     r"^(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply|auto[-_.]?(?:reply|"
     r"responder|confirm)|support|help|helpdesk|service|notifications?)",
@@ -394,17 +402,18 @@ def _classify_bounce(
     if _BOUNCE_SUBJECT.search(subject):
         signals.append("bounce_subject")
 
-    head = text[:16384]
-    body_failure = _BOUNCE_BODY.search(head) is not None
-    if body_failure:
-        signals.append("failure_text_in_body")
-
     sender = "mailer_daemon_sender" in signals
     null_path = "null_return_path" in signals
     bounce_subject = "bounce_subject" in signals
-    automated = _NO_REPLY_LOCAL.match(local) is not None
     if not (dsn or sender or null_path or bounce_subject):
+        # Without one of these signals failure text alone is no bounce, so
+        # the body is not scanned.
         return None
+
+    body_failure = _BOUNCE_BODY_CASELESS.found_in(FoldedText(text[:16384]))
+    if body_failure:
+        signals.append("failure_text_in_body")
+    automated = _NO_REPLY_LOCAL.match(local) is not None
 
     report = read_bounce(message, text)
     action = (report.action or "").split(" ")[0]
@@ -471,10 +480,13 @@ def _classify_auto_reply(
         reasons.append("subject_auto_reply_phrase")
 
     head = text[:4096]
-    ooo_body = _OOO_BODY.search(head) is not None
+    folded_head = FoldedText(head)
+    ooo_body = _OOO_BODY_CASELESS.found_in(folded_head)
     ticket = _TICKET_SUBJECT.search(subject) is not None
-    receipt = _RECEIPT_PHRASE.search(subject) or _RECEIPT_PHRASE.search(head)
-    challenge = _CHALLENGE.search(subject) or _CHALLENGE.search(head)
+    receipt = _RECEIPT_PHRASE.search(subject) is not None
+    receipt = receipt or _RECEIPT_PHRASE_CASELESS.found_in(folded_head)
+    challenge = _CHALLENGE.search(subject) is not None
+    challenge = challenge or _CHALLENGE_CASELESS.found_in(folded_head)
 
     _, address = _from_address(message, draft)
     automated_sender = _NO_REPLY_LOCAL.match(address.partition("@")[0]) is not None
@@ -493,7 +505,7 @@ def _classify_auto_reply(
         elif ooo_body and _has_return_path_null(message, draft):
             reasons.extend(["null_return_path", "out_of_office_text"])
         elif (
-            _OOO_NOTICE.search(head)
+            _OOO_NOTICE_CASELESS.found_in(folded_head)
             and len(draft.lead.message_text.split()) <= _OOO_NOTICE_MAX_WORDS
         ):
             reasons.extend(["out_of_office_text", "short_absence_notice"])

@@ -6,6 +6,7 @@ import email.parser
 import re
 from email import policy as email_policy
 from email.message import Message
+from typing import Any
 
 from leadparse._headers import (
     header_text,
@@ -31,6 +32,25 @@ _MBOX_FROM = re.compile(rb"^>?From [^\r\n]*\r?\n")
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
+class _TolerantMessage(Message):
+    """A compat32 message whose get_payload() never raises on a bad charset name.
+
+    For 8-bit parts compat32 re-decodes the payload with the declared charset,
+    and a name the codec registry rejects (one containing NUL, say) raises
+    ValueError from deep inside the stdlib. The stored payload is returned
+    instead: text for decode=False, its bytes for decode=True.
+    """
+
+    def get_payload(self, i: int | None = None, decode: bool = False) -> Any:
+        try:
+            return super().get_payload(i, decode)  # type: ignore[call-overload]
+        except (ValueError, LookupError):
+            payload = self._payload  # type: ignore[attr-defined]
+            if decode and isinstance(payload, str):
+                return payload.encode("utf-8", "surrogateescape")
+            return payload
+
+
 def parse_mime(raw: bytes) -> Message:
     """Parse raw bytes with the stdlib compat32 policy.
 
@@ -39,7 +59,8 @@ def parse_mime(raw: bytes) -> Message:
     ``docs/design.md``). Deep nesting can still raise ``RecursionError``,
     which the decode stage catches.
     """
-    return email.parser.BytesParser(policy=email_policy.compat32).parsebytes(raw)
+    parser = email.parser.BytesParser(_TolerantMessage, policy=email_policy.compat32)
+    return parser.parsebytes(raw)
 
 
 def _defect_code(defect: object) -> str:
@@ -362,7 +383,7 @@ def decode_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
             f"{policy.limits.max_message_bytes}; only the headers were parsed",
         )
         message = email.parser.BytesHeaderParser(
-            policy=email_policy.compat32
+            _TolerantMessage, policy=email_policy.compat32
         ).parsebytes(raw)
     else:
         raw, repaired = repair_duplicate_content_type(raw)
@@ -382,7 +403,7 @@ def decode_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
                 "MIME nesting too deep for the parser; only the headers were parsed",
             )
             message = email.parser.BytesHeaderParser(
-                policy=email_policy.compat32
+                _TolerantMessage, policy=email_policy.compat32
             ).parsebytes(raw)
 
     draft.message = message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from leadparse._caseless import CaselessPattern, FoldedText, caseless
 from leadparse.pipeline import MessageDraft, stage
 from leadparse.policy import Policy
 
@@ -12,8 +13,8 @@ __all__ = ["intent_stage"]
 
 
 @lru_cache(maxsize=64)
-def _compile(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+def _compile(patterns: tuple[str, ...]) -> CaselessPattern:
+    return caseless(re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE))
 
 
 def intent_text(draft: MessageDraft, policy: Policy) -> str:
@@ -32,10 +33,10 @@ def intent_text(draft: MessageDraft, policy: Policy) -> str:
 @stage("intent")
 def intent_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
     """Fill ``extracted.intent`` in vocabulary order."""
-    text = intent_text(draft, policy)
+    text = FoldedText(intent_text(draft, policy))
     labels = []
     for label, patterns in policy.intent_vocabulary.items():
-        if patterns and _compile(tuple(patterns)).search(text):
+        if patterns and _compile(tuple(patterns)).found_in(text):
             labels.append(label)
     draft.lead.extracted.intent = labels
     return draft

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import phonenumbers
 
+from leadparse._caseless import FoldedText, caseless
 from leadparse._phones import find_phones, region_for_domain
 from leadparse._quote_patterns import (
     DASH_NAME,
@@ -181,6 +182,7 @@ _PHONE_CUE = re.compile(
     r"|zadzwoń|позвон|телефон)\w*|電話|电话",
     re.IGNORECASE,
 )
+_PHONE_CUE_CASELESS = caseless(_PHONE_CUE)
 _SIGN_OFF_NAME = re.compile(r"[,.!][ \t]*[-–—]?[ \t]*([^\W\d_][\w .'-]*)$")
 _SINGLE_NAME = re.compile(r"^[A-ZÀ-ÖØ-ÞА-ЯЁ][a-zß-öø-ÿа-яё'’-]{1,20}$")
 
@@ -229,26 +231,57 @@ def split_signature(text: str, *, sender_name: str | None = None) -> SignatureSp
 def _signature_start(lines: list[str], last: int, sender: set[str]) -> int | None:
     first_text = next(i for i, line in enumerate(lines) if line.strip())
     lowest = max(first_text + 1, last - _SCAN_LINES)
+    # The non-blank lines below each candidate line are a suffix of this list,
+    # so each line is stripped and classified once, not once per line above.
+    below = [
+        text[:MAX_LINE_CHARS].strip()
+        for text in lines[lowest + 1 : last + 1]
+        if text.strip()
+    ]
+    tail_start = max(0, len(below) - _MAX_SIGNATURE_LINES)
+    tail_like: list[bool] | None = None
+    consumed = 0
     for index in range(lowest, last + 1):
+        if index > lowest and lines[index].strip():
+            consumed += 1
         line = lines[index][:MAX_LINE_CHARS].strip()
         if not line:
             continue
-        if _is_start(lines, index, last, line, sender):
+        after = below[consumed:]
+        signature_like = False
+        if consumed >= tail_start:
+            if tail_like is None:
+                tail_like = _signature_like_suffixes(below[tail_start:])
+            signature_like = tail_like[consumed - tail_start]
+        if _is_start(lines, index, line, after, signature_like, sender):
             return index
     return None
 
 
 def _is_start(
-    lines: list[str], index: int, last: int, line: str, sender: set[str]
+    lines: list[str],
+    index: int,
+    line: str,
+    after: list[str],
+    signature_like: bool,
+    sender: set[str],
 ) -> bool:
-    after = [
-        text[:MAX_LINE_CHARS].strip()
-        for text in lines[index + 1 : last + 1]
-        if text.strip()
-    ]
+    """Tell whether a signature starts at ``lines[index]``.
+
+    Args:
+        lines: the text's lines.
+        index: the candidate line's index.
+        line: the candidate line, cut to ``MAX_LINE_CHARS`` and stripped.
+        after: the non-blank lines below it up to the text's last non-blank
+            line, each cut and stripped the same way.
+        signature_like: whether *after* fits a signature (see
+            ``_signature_like_suffixes``); it is only read when *after* has at
+            most ``_MAX_SIGNATURE_LINES`` lines.
+        sender: the sender's name tokens.
+    """
     if SIGNATURE_DELIMITER.match(lines[index]):
         return bool(after) and len(after) <= _MAX_SIGNATURE_LINES * 2
-    if len(after) > _MAX_SIGNATURE_LINES or not _all_signature_like(after):
+    if len(after) > _MAX_SIGNATURE_LINES or not signature_like:
         return False
     if SIGN_OFF.match(line) or DASH_NAME.match(line):
         return True
@@ -272,15 +305,25 @@ def _is_start(
     return len(block) >= 2 and all(_is_contact_line(item) for item in block)
 
 
-def _all_signature_like(lines: list[str]) -> bool:
-    for line in lines:
+def _signature_like_suffixes(lines: list[str]) -> list[bool]:
+    """Tell, for each k up to ``len(lines)``, whether ``lines[k:]`` fits a signature.
+
+    Read from the top, the first disclaimer or list footer line decides yes
+    and the first prose line decides no; with neither, the answer is yes.
+    The list is filled from the bottom so each line is tested once.
+    """
+    result = [True] * (len(lines) + 1)
+    for k in range(len(lines) - 1, -1, -1):
+        line = lines[k]
         if _DISCLAIMER.search(line):
             # A legal disclaimer or list footer ends the signature, so its
             # sentences are not the sender's text.
-            return True
-        if _is_prose(line):
-            return False
-    return True
+            result[k] = True
+        elif _is_prose(line):
+            result[k] = False
+        else:
+            result[k] = result[k + 1]
+    return result
 
 
 def _is_prose(line: str) -> bool:
@@ -541,6 +584,10 @@ def phones_in_text(
     Only lines with a cue word ("call me", "phone", "Telefon", "appeler") are
     read, so order numbers and prices in the text are not taken for phones.
     """
+    if not _PHONE_CUE_CASELESS.found_in(FoldedText(text)):
+        # A cue word found on a line is also found in the whole text, so
+        # without one in the text no line qualifies.
+        return []
     lines = [
         line
         for line in (raw[:MAX_LINE_CHARS] for raw in text.split("\n"))
