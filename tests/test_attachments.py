@@ -501,3 +501,28 @@ def test_corpus_mislabelled_winmail_dat() -> None:
     assert attachment.detected_type == "image/png"
     assert attachment.size == 1325
     assert [(d.code, d.part) for d in lead.defects] == [("tnef_invalid", "1")]
+
+
+def test_message_wrapping_message_lists_every_level() -> None:
+    levels = "".join(
+        f"From: l{n}@example.com\nSubject: level {n}\nContent-Type: message/rfc822\n\n"
+        for n in range(3, -1, -1)
+    )
+    raw = (
+        "From: eve@example.com\nSubject: test\nContent-Type: multipart/mixed; boundary=B\n\n"
+        "--B\nContent-Type: text/plain\n\nouter body\n"
+        "--B\nContent-Type: message/rfc822\n\n"
+        + levels
+        + "From: deep@example.com\nSubject: deepest\nContent-Type: text/plain\n\ndeepest\n--B--\n"
+    ).encode()
+
+    lead = parse_lead(raw)
+
+    assert [(a.filename, a.part) for a in lead.attachments] == [
+        ("level 3.eml", "2"),
+        ("level 2.eml", "2.1"),
+        ("level 1.eml", "2.1.1"),
+        ("level 0.eml", "2.1.1.1"),
+        ("deepest.eml", "2.1.1.1.1"),
+    ]
+    assert lead.defects == []

@@ -442,3 +442,150 @@ def test_large_base64_attachment_decodes_from_raw_bytes() -> None:
     assert [a.size for a in lead.attachments] == [len(payload)]
     assert lead.attachments[0].sha256 == hashlib.sha256(payload).hexdigest()
     assert lead.defects == []
+
+
+def test_large_attachment_closing_boundary_right_after_last_line() -> None:
+    import hashlib
+
+    payload = bytes(range(256)) * (57 * 64)  # whole 76-character base64 lines
+    encoded = base64.encodebytes(payload).replace(b"\n", b"\r\n")
+    raw = (
+        b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        b"--b\r\nContent-Type: application/octet-stream; name=big.bin\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded + b"--b--\r\n"
+    )
+    assert len(encoded) > 1024 * 1024
+
+    lead = parse_lead(raw)
+
+    assert [a.size for a in lead.attachments] == [len(payload)]
+    assert lead.attachments[0].sha256 == hashlib.sha256(payload).hexdigest()
+    assert lead.defects == []
+
+
+def test_long_base64_like_line_is_fast() -> None:
+    import time
+
+    raw = (
+        b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+        b"--b\r\nContent-Type: application/octet-stream; name=x.bin\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + b"QUJD" * 500_000
+        + b"\r\n--b--\r\n"
+    )
+    started = time.monotonic()
+
+    lead = parse_lead(raw)
+
+    assert time.monotonic() - started < 5
+    assert [a.size for a in lead.attachments] == [1_500_000]
+
+
+@pytest.mark.parametrize(
+    "label", ["undefined", "idna", "punycode", "unicode_escape", "charmap", "base64"]
+)
+def test_python_only_codecs_are_not_charsets(label: str) -> None:
+    assert normalize_charset(label) is None
+
+
+def test_bogus_charset_in_subject_keeps_body() -> None:
+    raw = message(
+        "From: a@example.org",
+        "Subject: =?undefined?Q?hello?=",
+        "Content-Type: text/plain; charset=unicode_escape",
+        body="C:\\new\\test",
+    )
+
+    lead = parse_lead(raw)
+
+    assert lead.subject == "hello"
+    assert lead.body_text == "C:\\new\\test"
+    assert [d.code for d in lead.defects] == ["charset_fallback"]
+
+
+@pytest.mark.parametrize(
+    ("html", "forbidden"),
+    [
+        ('<a href="data:text/html;base64,PHNjcmlwdD4=">x</a>', "data:"),
+        ('<a href="jAvAsCrIpT:alert(1)">x</a>', "javascript"),
+        ('<a href="&#106;avascript:alert(1)">x</a>', "alert"),
+        ('<img src="x" onerror="alert(1)">', "onerror"),
+        ('<svg onload="alert(1)"></svg>', "onload"),
+        ('<p style="width: expression(alert(1))">x</p>', "expression"),
+        ("<script>alert(1)</script>", "script"),
+        ('<form action="https://evil.example"><input name="q"></form>', "form"),
+        ('<img src="https://tracker.example/p.gif">', "tracker"),
+        ('<img src="data:image/svg+xml;base64,PHN2Zz4=">', "data:"),
+    ],
+)
+def test_body_html_sanitizer_removes(html: str, forbidden: str) -> None:
+    raw = message(
+        "From: a@example.org", "Content-Type: text/html", body=f"<p>hi</p>{html}"
+    )
+
+    lead = parse_lead(raw)
+
+    assert lead.body_html is not None
+    assert forbidden not in lead.body_html.lower()
+
+
+def test_body_html_keeps_cid_images_and_links() -> None:
+    html = '<p><a href="https://example.org/p">link</a><img src="cid:logo@x"></p>'
+    raw = message("From: a@example.org", "Content-Type: text/html", body=html)
+
+    lead = parse_lead(raw)
+
+    assert lead.body_html is not None
+    assert 'href="https://example.org/p"' in lead.body_html
+    assert 'src="cid:logo@x"' in lead.body_html
+    assert 'rel="noopener noreferrer nofollow"' in lead.body_html
+
+
+def test_max_header_chars_cuts_long_subject() -> None:
+    raw = message("From: a@example.org", "Subject: " + "x" * 5000)
+
+    lead = parse_lead(raw, policy=Policy(limits=Limits(max_header_chars=100)))
+
+    assert lead.subject == "x" * 100
+    assert [d.code for d in lead.defects] == ["header_too_long"]
+
+
+def test_deep_html_rendered_from_tags() -> None:
+    import time
+
+    html = "<div>" * 100_000 + "deep <b>text</b>" + "</div>" * 100_000
+    raw = message("From: a@example.org", "Content-Type: text/html", body=html)
+    started = time.monotonic()
+
+    lead = parse_lead(raw)
+
+    assert time.monotonic() - started < 5
+    assert lead.body_text == "deep text"
+    assert lead.body_html == "<pre>deep text</pre>"
+    assert [d.code for d in lead.defects] == ["html_too_deep"]
+
+
+def test_html_within_depth_limit_parsed_as_tree() -> None:
+    html = "<div>" * 50 + "<p>nested</p>" + "</div>" * 50
+
+    lead = parse_lead(
+        message("From: a@example.org", "Content-Type: text/html", body=html)
+    )
+
+    assert lead.body_text == "nested"
+    assert lead.defects == []
+
+
+@pytest.mark.parametrize("boundary", ['""', "x" * 71])
+def test_invalid_boundary_length_records_defect(boundary: str) -> None:
+    raw = message(
+        "From: a@example.org",
+        f"Content-Type: multipart/mixed; boundary={boundary}",
+        body="no parts here",
+    )
+
+    lead = parse_lead(raw)
+
+    assert "invalid_boundary" in [d.code for d in lead.defects]

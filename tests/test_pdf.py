@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from leadparse._pdf import MAX_PDF_BYTES, extract_pdf_text
+from leadparse._pdf import extract_pdf_text, inflated_size_exceeds
+
+MAX_PDF_BYTES = 32 * 1024 * 1024
 
 ATTACHMENTS = Path(__file__).resolve().parents[1] / "fixtures" / "attachments"
 
@@ -94,3 +96,41 @@ def test_pdf_garbage_bytes() -> None:
 
     assert result.text == ""
     assert [code for code, _message in result.defects] == ["pdf_invalid"]
+
+
+def _flate_pdf(inflated: bytes) -> bytes:
+    import zlib
+
+    stream = zlib.compress(inflated, 9)
+    return (
+        b"%PDF-1.4\n1 0 obj\n<< /Length "
+        + str(len(stream)).encode()
+        + b" /Filter /FlateDecode >>\nstream\n"
+        + stream
+        + b"\nendstream\nendobj\ntrailer\n<< >>\n%%EOF\n"
+    )
+
+
+def test_inflated_size_detects_flate_bomb() -> None:
+    data = _flate_pdf(b" " * (20 * 1024 * 1024))
+
+    assert len(data) < 100_000
+    assert inflated_size_exceeds(data, 10 * 1024 * 1024)
+    assert not inflated_size_exceeds(data, 30 * 1024 * 1024)
+
+
+def test_flate_bomb_pdf_not_read() -> None:
+    import time
+
+    data = _flate_pdf(b" " * (20 * 1024 * 1024))
+
+    result = extract_pdf_text(
+        data,
+        max_pages=5,
+        max_chars=1000,
+        deadline=time.monotonic() + 10,
+        max_inflated_bytes=1024 * 1024,
+    )
+
+    assert result.text == ""
+    assert [code for code, _ in result.defects] == ["pdf_too_large"]

@@ -143,3 +143,37 @@ def test_parse_without_paths_is_usage_error() -> None:
 
     assert result.exit_code == 2
     assert "give at least one PATH" in result.output
+
+
+def test_parse_eml_with_envelope_and_from_body_line(tmp_path: Path) -> None:
+    raw = (
+        b"From ana@example.org Tue Mar  5 09:14:22 2024\n"
+        + message("From: Ana <ana@example.org>", "Subject: demo")
+        + b"\nFrom our side we need a demo.\n"
+    )
+    path = tmp_path / "one.eml"
+    path.write_bytes(raw)
+
+    result = CliRunner().invoke(main, ["parse", str(path)])
+
+    assert result.exit_code == 0
+    lead = json.loads(result.stdout)
+    assert lead["subject"] == "demo"
+    assert "From our side we need a demo." in lead["body_text"]
+
+
+def test_parse_folder_reports_skipped_and_odd_entries(tmp_path: Path) -> None:
+    _write(tmp_path / "good.eml", "fine")
+    (tmp_path / "notes.txt").write_text("not mail")
+    (tmp_path / "dir.eml").mkdir()
+    (tmp_path / "gone.eml").symlink_to(tmp_path / "missing-target")
+
+    result = CliRunner().invoke(main, ["parse", str(tmp_path)])
+
+    assert result.exit_code == 1
+    assert json.loads(result.stdout.strip())["subject"] == "fine"
+    assert f"{tmp_path / 'dir.eml'}: is a folder, not a message file" in result.stderr
+    assert f"{tmp_path / 'gone.eml'}: broken symbolic link" in result.stderr
+    assert (
+        "skipped 1 file(s) without an .eml, .mbox, .msg822 extension" in result.stderr
+    )

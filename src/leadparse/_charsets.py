@@ -63,6 +63,22 @@ _ALIASES = {
     "latin-1": "cp1252",
 }
 
+_NOT_CHARSETS = frozenset(
+    {
+        "undefined",
+        "idna",
+        "punycode",
+        "unicode-escape",
+        "unicode_escape",
+        "raw-unicode-escape",
+        "raw_unicode_escape",
+        "charmap",
+        "mbcs",
+        "oem",
+        "palmos",
+        "unicode-internal",
+    }
+)
 _DETECT_BYTES = 64 * 1024
 _MIN_DETECT_CONFIDENCE = 0.5
 
@@ -93,9 +109,14 @@ def normalize_charset(label: str | None) -> str | None:
     if cleaned.startswith(("cp-", "ibm-")):
         cleaned = "cp" + cleaned.split("-", 1)[1]
     try:
-        return codecs.lookup(cleaned).name
+        info = codecs.lookup(cleaned)
     except (LookupError, ValueError):
         return None
+    # Python also registers codecs that are no MIME charset: escape codecs,
+    # "undefined", idna, and bytes-to-bytes transforms such as base64.
+    if info.name in _NOT_CHARSETS or not getattr(info, "_is_text_encoding", True):
+        return None
+    return info.name
 
 
 def _detect(data: bytes) -> str | None:
@@ -112,7 +133,7 @@ def _try(data: bytes, codec: str | None) -> str | None:
         return None
     try:
         return data.decode(codec)
-    except (UnicodeDecodeError, LookupError):
+    except (UnicodeError, LookupError, ValueError):
         return None
 
 

@@ -255,6 +255,59 @@ def _render(root: lxml.html.HtmlElement, renderer: _Renderer) -> None:
             stack.append(("open", child, inner_pre))
 
 
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]{0,30})\b[^>]{0,2000}?(/?)>")
+_VOID = frozenset(
+    {
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "param",
+        "source",
+        "track",
+        "wbr",
+    }
+)
+_BLOCK_TAG = re.compile(
+    r"</?(?:p|div|br|tr|li|h[1-6]|table|blockquote|pre|ul|ol|hr)\b[^>]{0,2000}>",
+    re.IGNORECASE,
+)
+
+
+def html_depth(html: str) -> int:
+    """Return the deepest element nesting in *html*, counted from its tags."""
+    depth = deepest = 0
+    for match in _TAG.finditer(html):
+        closing, name, self_closing = match.groups()
+        if name.lower() in _VOID or self_closing:
+            continue
+        if closing:
+            depth = max(0, depth - 1)
+        else:
+            depth += 1
+            deepest = max(deepest, depth)
+    return deepest
+
+
+def flat_text(html: str) -> str:
+    """Render HTML as text by tags alone, for markup too deep to parse safely."""
+    text = _BLOCK_TAG.sub("\n", html)
+    text = re.sub(r"<[^>]{0,2000}>", " ", text)
+    text = lxml.html.fromstring(f"<pre>{_escape_lt(text)}</pre>").text_content()
+    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    return _BLANK_RUN.sub("\n\n", "\n".join(lines)).strip("\n")
+
+
+def _escape_lt(text: str) -> str:
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
 def html_to_text(html: str) -> HtmlText:
     """Render HTML as plain text for quote stripping and extraction.
 
@@ -342,12 +395,9 @@ _ALLOWED_ATTRIBUTES = {
 
 def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
     # Remote images are tracking beacons in internal tools; only images
-    # carried in the message itself (cid: parts, data: URLs) are kept.
+    # carried in the message itself (cid: parts) are kept.
     if tag == "img" and attribute == "src":
-        lowered = value.strip().lower()
-        if lowered.startswith(("cid:", "data:image/")):
-            return value
-        return None
+        return value if value.strip().lower().startswith("cid:") else None
     return value
 
 
@@ -361,7 +411,7 @@ def sanitize_html(html: str) -> str:
         html,
         tags=_ALLOWED_TAGS,
         attributes=_ALLOWED_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto", "tel", "cid", "data"},
+        url_schemes={"http", "https", "mailto", "tel", "cid"},
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
         attribute_filter=_filter_attribute,

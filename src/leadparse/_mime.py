@@ -104,7 +104,9 @@ _UU_ENCODINGS = frozenset({"x-uuencode", "uuencode", "x-uue", "uue"})
 # large attachment (the text, its line list and the joined payload). The part
 # keeps a short token, and readers decode the run straight from the raw bytes.
 LARGE_PAYLOAD_BYTES = 1 << 20
-_BASE64_LINE = re.compile(rb"[A-Za-z0-9+/=]{16,998}\r?\n")
+# Anchored at line starts, so a long line with no newline costs one attempt,
+# not one attempt per byte offset.
+_BASE64_LINE = re.compile(rb"^[A-Za-z0-9+/=]{16,998}\r?\n", re.MULTILINE)
 _CHUNK_BYTES = 1 << 20
 
 
@@ -150,7 +152,9 @@ def cut_large_payloads(raw: bytes) -> tuple[bytes, _Spans | None]:
     if not offsets:
         return raw, None
     pieces.append(raw[position:])
-    token = re.compile(rf"LEADPARSE-SPAN-{nonce}-(\d+)\r?\n")
+    # The parser drops the line break before a boundary, so the token may end
+    # its payload with no newline.
+    token = re.compile(rf"LEADPARSE-SPAN-{nonce}-(\d+)(?:\r?\n|\Z)")
     return b"".join(pieces), _Spans(raw, token, tuple(offsets))
 
 

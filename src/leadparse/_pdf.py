@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 import warnings
+import zlib
 from dataclasses import dataclass, field
 
 from pdfminer.converter import TextConverter
@@ -19,13 +21,50 @@ from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
 from pdfminer.pdfpage import PDFPage
 from pdfminer.psexceptions import PSException
 
-__all__ = ["MAX_PDF_BYTES", "PdfText", "extract_pdf_text", "is_pdf"]
+__all__ = ["PdfText", "extract_pdf_text", "inflated_size_exceeds", "is_pdf"]
 
 logger = logging.getLogger(__name__)
 
-MAX_PDF_BYTES = 32 * 1024 * 1024
-"""PDFs larger than this are not opened: pdfminer holds the whole file and its
-objects in memory. NOTE: a fixed guess, not a Limits field yet."""
+# "stream" keyword then its end-of-line (ISO 32000-1 section 7.3.8.1), not the
+# tail of "endstream".
+_STREAM_START = re.compile(rb"(?<!end)stream\r?\n")
+_INFLATE_STEP = 1 << 20
+
+
+def inflated_size_exceeds(data: bytes, limit: int) -> bool:
+    """Tell whether the PDF's Flate streams inflate to more than *limit* bytes.
+
+    pdfminer inflates a stream whole before reading it, so a small file can
+    expand to gigabytes. Each stream is inflated here in 1 MiB steps and
+    thrown away; streams that are not zlib data are left to pdfminer. The
+    work is bounded by the file size plus *limit* bytes of output.
+    NOTE: only one level of Flate is measured; a stream compressed twice
+    counts at its once-inflated size.
+    """
+    total = 0
+    position = 0
+    view = memoryview(data)
+    while True:
+        match = _STREAM_START.search(data, position)
+        if match is None:
+            return False
+        end = data.find(b"endstream", match.end())
+        end = len(data) if end < 0 else end
+        inflater = zlib.decompressobj()
+        pending = view[match.end() : end]
+        try:
+            while pending and total <= limit and not inflater.eof:
+                output = inflater.decompress(pending, _INFLATE_STEP)
+                if not output and len(inflater.unconsumed_tail) == len(pending):
+                    break
+                total += len(output)
+                pending = memoryview(inflater.unconsumed_tail)
+        except zlib.error:
+            pass
+        if total > limit:
+            return True
+        position = end
+
 
 # PDF 1.7 (ISO 32000-1) section 7.5.5: the file ends with "%%EOF"; writers may
 # append a line break or a few bytes of padding after it.
@@ -47,7 +86,13 @@ def is_pdf(data: bytes) -> bool:
 
 
 def extract_pdf_text(
-    data: bytes, *, max_pages: int, max_chars: int, deadline: float
+    data: bytes,
+    *,
+    max_pages: int,
+    max_chars: int,
+    deadline: float,
+    max_bytes: int = 32 * 1024 * 1024,
+    max_inflated_bytes: int = 64 * 1024 * 1024,
 ) -> PdfText:
     """Extract the text of the first pages of a PDF; never raises on bad input.
 
@@ -58,14 +103,28 @@ def extract_pdf_text(
         deadline: ``time.monotonic()`` value after which no further page is
             read. NOTE: a single page is never interrupted, so one page with a
             huge content stream can overrun the deadline.
+        max_bytes: PDFs larger than this are not opened.
+        max_inflated_bytes: PDFs whose streams inflate to more are not read.
     """
     result = PdfText()
-    if len(data) > MAX_PDF_BYTES:
+    if len(data) > max_bytes:
         result.defects.append(
             (
                 "pdf_too_large",
                 (
-                    f"PDF of {len(data)} bytes is larger than {MAX_PDF_BYTES} bytes; "
+                    f"PDF of {len(data)} bytes is larger than limits.max_pdf_bytes="
+                    f"{max_bytes}; text not extracted"
+                ),
+            )
+        )
+        return result
+    if inflated_size_exceeds(data, max_inflated_bytes):
+        result.defects.append(
+            (
+                "pdf_too_large",
+                (
+                    "PDF streams inflate to more than limits.max_pdf_inflated_bytes="
+                    f"{max_inflated_bytes}; "
                     "text not extracted"
                 ),
             )

@@ -391,6 +391,8 @@ class _Collector:
             max_pages=self.limits.max_pdf_pages,
             max_chars=self.limits.max_attachment_text_chars,
             deadline=deadline,
+            max_bytes=self.limits.max_pdf_bytes,
+            max_inflated_bytes=self.limits.max_pdf_inflated_bytes,
         )
         for code, message in result.defects:
             self.draft.add_defect(code, message, source.part)
@@ -447,6 +449,15 @@ class _Collector:
         )
         if self.first_message is None:
             self.first_message = (inner, body)
+
+        # An attached message whose own body is a message (Content-Type
+        # message/rfc822 in its header) wraps that message in turn.
+        if inner.get_content_type() in _MESSAGE_TYPES:
+            if path.count(".") + 1 > self.limits.max_depth:
+                self.admit(f"{path}.1")  # records the depth defect
+                return
+            self.add_message(f"{path}.1", inner)
+            return
 
         # IMAP numbering (RFC 3501 section 6.4.5): the parts of an attached
         # multipart message are PATH.1, PATH.2 and so on.

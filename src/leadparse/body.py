@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from leadparse._html import html_to_text, sanitize_html
+from html import escape
+
+from leadparse._html import flat_text, html_depth, html_to_text, sanitize_html
 from leadparse._uuencode import split_uuencoded
 from leadparse.pipeline import MessageDraft, stage
 from leadparse.policy import Policy
@@ -30,12 +32,26 @@ def body_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
     lead = draft.lead
     plain = "\n".join(part.text for part in draft.plain_parts)
     html = _bounded_html(draft, policy) if draft.html_parts else ""
+    too_deep = bool(html) and html_depth(html) > policy.limits.max_html_depth
+    if too_deep:
+        # libxml2 drops content nested past its own depth limit, and the
+        # sanitizer slows down sharply on deep trees, so such markup is read
+        # by its tags alone and shown as escaped text.
+        draft.add_defect(
+            "html_too_deep",
+            f"HTML nests deeper than limits.max_html_depth="
+            f"{policy.limits.max_html_depth}; rendered from its tags alone",
+            draft.html_parts[0].path,
+        )
 
     if "begin " in plain:
         plain, draft.uuencoded_text = split_uuencoded(plain)
     if plain.strip():
         lead.body_text = plain.strip("\n")
         lead.body_source = "text/plain"
+    elif html.strip() and too_deep:
+        lead.body_text = flat_text(html)
+        lead.body_source = "text/html"
     elif html.strip():
         rendered = html_to_text(html)
         lead.body_text = rendered.text
@@ -44,7 +60,9 @@ def body_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
     elif draft.plain_parts:
         lead.body_source = "text/plain"
 
-    if html.strip():
+    if html.strip() and too_deep:
+        lead.body_html = "<pre>" + escape(flat_text(html)) + "</pre>"
+    elif html.strip():
         lead.body_html = sanitize_html(html)
 
     limit = policy.limits.max_text_chars

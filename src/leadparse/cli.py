@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import mailbox
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -42,18 +44,45 @@ class _Item:
     error: str | None = None
 
 
+# An mbox envelope line: "From " then a sender and a ctime-style date, as in
+# "From ann@example.org Tue Mar  5 09:14:22 2024" (RFC 4155 section 2).
+_ENVELOPE = re.compile(
+    rb"^From \S+ +.*\b\d{1,2}:\d{2}(?::\d{2})?\b.*\b\d{4}\b[^\r\n]*\r?\n?$"
+)
+
+
+def _is_envelope(line: bytes, previous: bytes | None) -> bool:
+    # A separator starts the data or follows a blank line; a body line that
+    # merely begins with "From " is not one.
+    at_start = previous is None or not previous.strip()
+    return at_start and _ENVELOPE.match(line) is not None
+
+
 def _looks_like_mbox(data: bytes) -> bool:
-    return data.startswith(b"From ") and b"\nFrom " in data
+    if not data.startswith(b"From "):
+        return False
+    previous: bytes | None = None
+    separators = 0
+    for line in data.splitlines(keepends=True):
+        if _is_envelope(line, previous):
+            separators += 1
+            if separators > 1:
+                return True
+        previous = line
+    return False
 
 
 def _split_mbox_bytes(label: str, data: bytes) -> Iterator[_Item]:
-    # mboxrd framing: a line starting "From " opens a message; ">From " lines
-    # inside bodies were quoted by the writer and are unquoted here.
+    # mboxrd framing: an envelope line opens a message; ">From " lines inside
+    # bodies were quoted by the writer and are unquoted here.
     messages: list[list[bytes]] = []
+    previous: bytes | None = None
     for line in data.splitlines(keepends=True):
-        if line.startswith(b"From "):
+        if _is_envelope(line, previous):
             messages.append([])
+            previous = line
             continue
+        previous = line
         if not messages:
             messages.append([])
         if line.startswith(b">") and line.lstrip(b">").startswith(b"From "):
@@ -103,17 +132,36 @@ def _items(sources: tuple[str, ...], stdin: IO[bytes]) -> Iterator[_Item]:
         elif path.is_dir() and _is_maildir(path):
             yield from _maildir_items(path)
         elif path.is_dir():
-            files = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in (".eml", ".mbox", ".msg822")
-            )
-            if not files:
-                yield _Item(source, error="folder has no .eml or .mbox files")
-            for file in files:
-                yield from _file_items(file)
+            yield from _folder_items(path)
         else:
             yield from _file_items(path)
+
+
+_MAIL_SUFFIXES = (".eml", ".mbox", ".msg822")
+
+
+def _folder_items(folder: Path) -> Iterator[_Item]:
+    skipped = 0
+    found = False
+    for entry in sorted(folder.rglob("*")):
+        if entry.suffix.lower() not in _MAIL_SUFFIXES:
+            skipped += entry.is_file()
+            continue
+        if entry.is_dir() and not _is_maildir(entry):
+            yield _Item(str(entry), error="is a folder, not a message file")
+        elif entry.is_symlink() and not entry.exists():
+            yield _Item(str(entry), error="broken symbolic link")
+        elif entry.is_file():
+            found = True
+            yield from _file_items(entry)
+    if skipped:
+        click.echo(
+            f"leadparse: {folder}: skipped {skipped} file(s) without an "
+            f"{', '.join(_MAIL_SUFFIXES)} extension",
+            err=True,
+        )
+    if not found:
+        yield _Item(str(folder), error="folder has no .eml or .mbox files")
 
 
 def _sample_path() -> Path:
@@ -175,29 +223,34 @@ def parse(
         update["default_region"] = region.upper()
     policy = Policy().model_copy(update=update)
 
-    items = list(_items(paths, sys.stdin.buffer))
-    single = len(items) == 1 and not force_jsonl
+    # Inputs are read one at a time; only the first two are looked at ahead,
+    # to choose between one indented JSON document and JSON Lines.
+    stream = _items(paths, sys.stdin.buffer)
+    head = list(itertools.islice(stream, 2))
+    single = len(head) == 1 and not force_jsonl
     counts: Counter[str] = Counter()
     failed = 0
-    show_progress = sys.stderr.isatty() and len(items) > 1
-    with (
-        click.progressbar(items, label="parsing", file=sys.stderr, show_pos=True)
-        if show_progress
-        else _NullBar(items) as bar
-    ):
-        for item in bar:
-            if item.error is not None or item.raw is None:
-                failed += 1
-                click.echo(f"leadparse: {item.label}: {item.error}", err=True)
-                continue
-            try:
-                lead = parse_lead(item.raw, policy=policy)
-            except LeadparseError as exc:
-                failed += 1
-                click.echo(f"leadparse: {item.label}: {exc}", err=True)
-                continue
-            counts[lead.classification.kind] += 1
-            click.echo(_dump(lead, single))
+    # The progress counter shares the terminal only when stdout goes elsewhere.
+    show_progress = sys.stderr.isatty() and not sys.stdout.isatty() and not single
+    done = 0
+    for item in itertools.chain(head, stream):
+        done += 1
+        if show_progress:
+            click.echo(f"\rparsing: {done} done", err=True, nl=False)
+        if item.error is not None or item.raw is None:
+            failed += 1
+            click.echo(f"leadparse: {item.label}: {item.error}", err=True)
+            continue
+        try:
+            lead = parse_lead(item.raw, policy=policy)
+        except LeadparseError as exc:
+            failed += 1
+            click.echo(f"leadparse: {item.label}: {exc}", err=True)
+            continue
+        counts[lead.classification.kind] += 1
+        click.echo(_dump(lead, single))
+    if show_progress:
+        click.echo("", err=True)
     if not single:
         summary = (
             ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "none"
@@ -208,17 +261,6 @@ def parse(
         )
     if failed:
         sys.exit(1)
-
-
-class _NullBar:
-    def __init__(self, items: list[_Item]) -> None:
-        self.items = items
-
-    def __enter__(self) -> list[_Item]:
-        return self.items
-
-    def __exit__(self, *args: object) -> None:
-        return None
 
 
 def _dump(lead: Lead, indent: bool) -> str:

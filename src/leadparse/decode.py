@@ -28,6 +28,7 @@ from leadparse.policy import Policy
 
 __all__ = ["decode_stage", "parse_mime"]
 
+_MAX_BOUNDARY_CHARS = 70
 _MBOX_FROM = re.compile(rb"^>?From [^\r\n]*\r?\n")
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
@@ -148,6 +149,14 @@ class _Walker:
             self.draft.attachment_parts.append((path or "1", part))
 
     def _children(self, part: Message, path: str) -> list[Message]:
+        boundary = part.get_boundary()
+        if boundary is not None and not 0 < len(boundary) <= _MAX_BOUNDARY_CHARS:
+            self.draft.add_defect(
+                "invalid_boundary",
+                f"multipart boundary has {len(boundary)} characters; RFC 2046 "
+                f"section 5.1.1 allows 1 to {_MAX_BOUNDARY_CHARS}",
+                path or None,
+            )
         payload = part.get_payload()
         if isinstance(payload, list):
             children = [child for child in payload if isinstance(child, Message)]
@@ -301,8 +310,25 @@ class _Walker:
             self.draft.html_parts.append(candidate)
 
 
+def _bound_header_values(draft: MessageDraft, message: Message, limit: int) -> None:
+    # A header value longer than the limit is cut before anything decodes it,
+    # so one 10 MB Subject cannot cost hundreds of megabytes downstream.
+    headers = getattr(message, "_headers", None)
+    if not isinstance(headers, list):
+        return
+    for index, (name, value) in enumerate(headers):
+        if isinstance(value, str) and len(value) > limit:
+            headers[index] = (name, value[:limit])
+            draft.add_defect(
+                "header_too_long",
+                f"{name[:40]} header has {len(value)} characters, more than "
+                f"limits.max_header_chars={limit}; the rest was dropped",
+            )
+
+
 def _fill_headers(draft: MessageDraft, message: Message, policy: Policy) -> None:
     lead = draft.lead
+    _bound_header_values(draft, message, policy.limits.max_header_chars)
     header_count = len(message.keys())
     if header_count > policy.limits.max_headers:
         draft.add_defect(
@@ -376,6 +402,7 @@ def decode_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
         raw = raw[mbox.end() :]
 
     too_large = len(raw) > policy.limits.max_message_bytes
+    headers_only = too_large
     if too_large:
         draft.add_defect(
             "message_too_large",
@@ -405,9 +432,10 @@ def decode_stage(draft: MessageDraft, policy: Policy) -> MessageDraft:
             message = email.parser.BytesHeaderParser(
                 _TolerantMessage, policy=email_policy.compat32
             ).parsebytes(raw)
+            headers_only = True
 
     draft.message = message
     _fill_headers(draft, message, policy)
-    if not too_large:
+    if not headers_only:
         _Walker(draft, policy).walk(message, "", 0, True)
     return draft

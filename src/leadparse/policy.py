@@ -41,6 +41,10 @@ class Limits(BaseModel):
     max_html_bytes: int = Field(default=8 * MIB, gt=0)
     """Size of an HTML body converted to text or sanitized."""
 
+    max_html_depth: int = Field(default=200, gt=0)
+    """Element nesting of an HTML body parsed as a tree; deeper markup is read
+    by its tags alone."""
+
     max_text_chars: int = Field(default=2_000_000, gt=0)
     """Characters of body text passed to quote, signature and intent stages."""
 
@@ -55,6 +59,16 @@ class Limits(BaseModel):
 
     max_pdf_pages: int = Field(default=20, gt=0)
     """Pages of a PDF attachment read for text."""
+
+    max_pdf_bytes: int = Field(default=32 * MIB, gt=0)
+    """Size of a PDF attachment opened for text; pdfminer holds it in memory."""
+
+    max_pdf_inflated_bytes: int = Field(default=64 * MIB, gt=0)
+    """Total size of a PDF's compressed streams once inflated; a larger PDF
+    (a decompression bomb, for one) is not read for text."""
+
+    max_header_chars: int = Field(default=64 * 1024, gt=0)
+    """Characters kept of one decoded header value such as the Subject."""
 
 
 class Policy(BaseModel):

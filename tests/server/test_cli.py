@@ -70,13 +70,16 @@ def _fill(data_dir: Path) -> SQLiteStore:
 
 def test_register_adds_every_command(cli: click.Group) -> None:
     assert sorted(cli.commands) == [
+        "dlq",
         "dns-records",
         "forget",
         "leads",
+        "migrate",
         "purge",
         "reparse",
         "serve",
         "stats",
+        "suppress",
     ]
 
 

@@ -70,7 +70,7 @@ def test_unknown_key_lists_expected_keys(tmp_path: Path) -> None:
         load_settings(config, env={})
     assert str(error.value) == (
         f"invalid configuration: storage.retention (from {config}): unknown key; "
-        "expected one of: data_dir, retention_days"
+        "expected one of: data_dir, url, pool_size, retention_days"
     )
 
 

@@ -1,15 +1,22 @@
-"""The SQLite store: schema, durability path, ledger, encryption and deletion."""
+"""The store on SQLite and PostgreSQL: schema, durability path, ledger, leases,
+encryption and deletion.
+
+Tests that take the ``store`` or ``store_factory`` fixture run once per
+backend; the PostgreSQL run is skipped when no PostgreSQL is available.
+"""
 
 from __future__ import annotations
 
 import base64
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from server_support import lead_message
+from store_backends import StoreFactory
 
 from leadparse.server.crypto import DecryptionError, RawCipher
 from leadparse.server.store import (
@@ -21,6 +28,7 @@ from leadparse.server.store import (
     ParseResult,
     SchemaError,
     SQLiteStore,
+    Store,
 )
 from leadparse.server.worker import parse_message
 
@@ -41,7 +49,7 @@ def _incoming(
     )
 
 
-def _parse(store: SQLiteStore, message_id: int) -> ParseResult:
+def _parse(store: Store, message_id: int) -> ParseResult:
     message = store.get_message(message_id)
     return parse_message(
         "leadparse:parse_lead",
@@ -52,7 +60,7 @@ def _parse(store: SQLiteStore, message_id: int) -> ParseResult:
     )
 
 
-def _store_and_parse(store: SQLiteStore, incoming: IncomingMessage) -> int:
+def _store_and_parse(store: Store, incoming: IncomingMessage) -> int:
     message_id = store.put_message(incoming)
     [job] = store.claim_jobs(1)
     assert job.message_id == message_id
@@ -62,7 +70,7 @@ def _store_and_parse(store: SQLiteStore, incoming: IncomingMessage) -> int:
 
 def test_schema_migrated_once_in_wal_mode(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path)
-    assert store.schema_version() == len(MIGRATIONS) == 3
+    assert store.schema_version() == len(MIGRATIONS)
     store.close()
     reopened = SQLiteStore(tmp_path)
     assert reopened.schema_version() == len(MIGRATIONS)
@@ -75,18 +83,14 @@ def test_schema_migrated_once_in_wal_mode(tmp_path: Path) -> None:
     connection.close()
 
 
-def test_newer_schema_rejected(tmp_path: Path) -> None:
-    SQLiteStore(tmp_path).close()
-    connection = sqlite3.connect(tmp_path / DATABASE_NAME)
-    connection.execute("INSERT INTO schema_version VALUES (99, '2030-01-01')")
-    connection.commit()
-    connection.close()
+def test_newer_schema_rejected(store_factory: StoreFactory) -> None:
+    store_factory.open().close()
+    store_factory.execute("INSERT INTO schema_version VALUES (99, '2030-01-01')")
     with pytest.raises(SchemaError, match="schema version 99, but this leadparse"):
-        SQLiteStore(tmp_path)
+        store_factory.open()
 
 
-def test_put_message_round_trip(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path)
+def test_put_message_round_trip(store: Store) -> None:
     incoming = _incoming(1, sender="Alice@Example.org")
     message_id = store.put_message(incoming)
     message = store.get_message(message_id)
@@ -97,11 +101,9 @@ def test_put_message_round_trip(tmp_path: Path) -> None:
     assert message.raw == incoming.raw
     assert message.duplicate_of is None
     assert store.stats().jobs_by_state == {"pending": 1}
-    store.close()
 
 
-def test_concurrent_puts_share_commits(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path)
+def test_concurrent_puts_get_distinct_ids(store: Store) -> None:
     ids: list[int] = []
     lock = threading.Lock()
 
@@ -117,20 +119,17 @@ def test_concurrent_puts_share_commits(tmp_path: Path) -> None:
         thread.join()
     assert sorted(ids) == list(range(1, 41))
     assert store.stats().jobs_by_state == {"pending": 40}
-    store.close()
 
 
-def test_duplicate_request_id_fails_put(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path)
+def test_duplicate_request_id_fails_put(store_factory: StoreFactory) -> None:
+    store = store_factory.open()
     store.put_message(_incoming(1))
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(store_factory.integrity_error):
         store.put_message(_incoming(1))
     assert store.stats().messages == 1
-    store.close()
 
 
-def test_jobs_claim_requeue_and_fail(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path)
+def test_jobs_claim_requeue_and_fail(store: Store) -> None:
     for index in range(3):
         store.put_message(_incoming(index))
     claimed = store.claim_jobs(2)
@@ -142,11 +141,9 @@ def test_jobs_claim_requeue_and_fail(tmp_path: Path) -> None:
     store.fail_job(first.id, "ValueError: boom", retry=True)
     store.fail_job(second.id, "ValueError: boom", retry=False)
     assert store.stats().jobs_by_state == {"failed": 1, "pending": 2}
-    store.close()
 
 
-def test_idempotency_marks_duplicates(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path)
+def test_idempotency_marks_duplicates(store: Store) -> None:
     first = _store_and_parse(store, _incoming(1))
     # Same content under a new request id: a redelivery.
     redelivered = IncomingMessage(
@@ -167,64 +164,52 @@ def test_idempotency_marks_duplicates(tmp_path: Path) -> None:
         Outcome.SKIPPED
     )
     assert len(store.audit_entries(action="parse")) == 2
-    store.close()
 
 
-def test_encrypted_raw_not_stored_in_clear(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path, cipher=RawCipher({"a": KEY_A}, "a"))
+def test_encrypted_raw_not_stored_in_clear(store_factory: StoreFactory) -> None:
+    store = store_factory.open(cipher=RawCipher({"a": KEY_A}, "a"))
     incoming = _incoming(1)
     message_id = store.put_message(incoming)
     assert store.get_message(message_id).raw == incoming.raw
-    store.close()
-    connection = sqlite3.connect(tmp_path / DATABASE_NAME)
-    raw, key_id = connection.execute("SELECT raw, key_id FROM messages").fetchone()
-    connection.close()
+    [(raw, key_id)] = store_factory.execute("SELECT raw, key_id FROM messages")
+    raw = bytes(raw)
     assert key_id == "a"
     assert b"licences" not in raw
     assert len(raw) == len(incoming.raw) + 12 + 16
 
 
-def test_key_rotation_keeps_old_rows_readable(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path, cipher=RawCipher({"a": KEY_A}, "a"))
+def test_key_rotation_keeps_old_rows_readable(store_factory: StoreFactory) -> None:
+    store = store_factory.open(cipher=RawCipher({"a": KEY_A}, "a"))
     old = store.put_message(_incoming(1))
-    store.close()
 
-    rotated = SQLiteStore(tmp_path, cipher=RawCipher({"a": KEY_A, "b": KEY_B}, "b"))
+    rotated = store_factory.open(cipher=RawCipher({"a": KEY_A, "b": KEY_B}, "b"))
     new = rotated.put_message(_incoming(2))
     assert rotated.get_message(old).raw == lead_message(1)
     assert rotated.get_message(new).raw == lead_message(2)
-    rotated.close()
 
-    without_old = SQLiteStore(tmp_path, cipher=RawCipher({"b": KEY_B}, "b"))
+    without_old = store_factory.open(cipher=RawCipher({"b": KEY_B}, "b"))
     with pytest.raises(DecryptionError, match="no key with id 'a'"):
         without_old.get_message(old)
-    without_old.close()
 
-    plain = SQLiteStore(tmp_path)
+    plain = store_factory.open()
     with pytest.raises(DecryptionError, match="no encryption keys are configured"):
         plain.get_message(new)
-    plain.close()
 
 
-def test_swapped_ciphertext_fails_authentication(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path, cipher=RawCipher({"a": KEY_A}, "a"))
+def test_swapped_ciphertext_fails_authentication(store_factory: StoreFactory) -> None:
+    store = store_factory.open(cipher=RawCipher({"a": KEY_A}, "a"))
     first = store.put_message(_incoming(1))
-    store.put_message(_incoming(2))
-    store.close()
-    connection = sqlite3.connect(tmp_path / DATABASE_NAME)
-    connection.execute(
-        "UPDATE messages SET raw = (SELECT raw FROM messages WHERE id = 2) WHERE id = 1"
+    second = store.put_message(_incoming(2))
+    store_factory.execute(
+        "UPDATE messages SET raw = (SELECT raw FROM messages WHERE id = ?) "
+        "WHERE id = ?",
+        (second, first),
     )
-    connection.commit()
-    connection.close()
-    store = SQLiteStore(tmp_path, cipher=RawCipher({"a": KEY_A}, "a"))
     with pytest.raises(DecryptionError, match="failed authentication"):
         store.get_message(first)
-    store.close()
 
 
-def test_purge_deletes_old_messages_and_leads(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path)
+def test_purge_deletes_old_messages_and_leads(store: Store) -> None:
     _store_and_parse(store, _incoming(1, at=T0 - timedelta(days=100)))
     kept = _store_and_parse(store, _incoming(2, at=T0))
     assert store.purge(T0 - timedelta(days=90), actor="ops") == 1
@@ -235,11 +220,9 @@ def test_purge_deletes_old_messages_and_leads(tmp_path: Path) -> None:
     [entry] = store.audit_entries(action="purge")
     assert entry.actor == "ops"
     assert entry.detail["messages"] == 1
-    store.close()
 
 
-def test_forget_deletes_every_record_of_address(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path)
+def test_forget_deletes_every_record_of_address(store: Store) -> None:
     by_envelope = _store_and_parse(store, _incoming(1, sender="bob@example.org"))
     # Envelope sender differs from the From address (a form or a relay).
     by_header = store.put_message(
@@ -264,11 +247,9 @@ def test_forget_deletes_every_record_of_address(tmp_path: Path) -> None:
     [entry] = store.audit_entries(action="forget")
     assert entry.detail == {"messages": 2}
     assert "bob" not in repr(store.audit_entries())
-    store.close()
 
 
-def test_forget_includes_duplicates(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path)
+def test_forget_includes_duplicates(store: Store) -> None:
     _store_and_parse(store, _incoming(1, sender="bob@example.org"))
     copy = IncomingMessage(
         request_id="req-copy",
@@ -283,11 +264,9 @@ def test_forget_includes_duplicates(tmp_path: Path) -> None:
     assert store.get_message(duplicate).duplicate_of is not None
     assert store.forget("bob@example.org", actor="ops") == 2
     assert store.stats().messages == 0
-    store.close()
 
 
-def test_reparse_replaces_lead_and_audits(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path)
+def test_reparse_replaces_lead_and_audits(store: Store) -> None:
     message_id = _store_and_parse(store, _incoming(1))
     result = _parse(store, message_id)
     changed = ParseResult(
@@ -309,11 +288,9 @@ def test_reparse_replaces_lead_and_audits(tmp_path: Path) -> None:
     assert entry.parser_version == "9.9.9"
     assert entry.request_id == "req-1"
     assert entry.detail["key_changed"] is False
-    store.close()
 
 
-def test_reparse_completes_failed_job(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path)
+def test_reparse_completes_failed_job(store: Store) -> None:
     message_id = store.put_message(_incoming(1))
     [job] = store.claim_jobs(1)
     store.fail_job(job.id, "RuntimeError: parser bug", retry=False)
@@ -322,16 +299,13 @@ def test_reparse_completes_failed_job(tmp_path: Path) -> None:
     )
     assert outcome is Outcome.LEAD
     assert store.stats().jobs_by_state == {JobState.DONE.value: 1}
-    store.close()
 
 
-def test_iter_leads_filters_since(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path)
+def test_iter_leads_filters_since(store: Store) -> None:
     _store_and_parse(store, _incoming(1, at=T0 - timedelta(days=2)))
     _store_and_parse(store, _incoming(2, at=T0))
     subjects = [lead["subject"] for lead in store.iter_leads(since=T0 - timedelta(1))]
     assert subjects == ["Quote request 2"]
-    store.close()
 
 
 def test_cipher_key_base64_config_matches(tmp_path: Path) -> None:
@@ -344,3 +318,86 @@ def test_cipher_key_base64_config_matches(tmp_path: Path) -> None:
         }
     )
     assert settings.encryption.decoded_keys() == {"a": KEY_A}
+
+
+def test_expired_lease_claimed_again(store_factory: StoreFactory) -> None:
+    store = store_factory.open(lease_timeout=0.2)
+    message_id = store.put_message(_incoming(1))
+    [first] = store.claim_jobs(5)
+    # The claim is fresh, so a second worker finds nothing to do.
+    assert store.claim_jobs(5) == []
+    time.sleep(0.4)
+    [taken_over] = store.claim_jobs(5)
+    assert taken_over.id == first.id
+    assert taken_over.message_id == message_id
+    assert taken_over.attempts == 2
+    assert store.complete_job(
+        taken_over.id, _parse(store, message_id), actor="worker"
+    ) is (Outcome.LEAD)
+    # The worker that lost its lease finishes late: nothing changes.
+    assert store.complete_job(first.id, _parse(store, message_id), actor="worker") is (
+        Outcome.SKIPPED
+    )
+    assert store.stats().leads_by_kind == {"lead": 1}
+    assert len(store.audit_entries(action="parse")) == 1
+
+
+def test_concurrent_claims_disjoint(store_factory: StoreFactory) -> None:
+    stores = [store_factory.open() for _ in range(4)]
+    for index in range(60):
+        stores[0].put_message(_incoming(index))
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claim(store: Store) -> None:
+        while jobs := store.claim_jobs(3):
+            with lock:
+                claimed.extend(job.id for job in jobs)
+
+    threads = [threading.Thread(target=claim, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(set(claimed))
+    assert len(claimed) == 60
+    assert stores[0].stats().jobs_by_state == {"running": 60}
+
+
+def test_same_key_completed_concurrently_once(store_factory: StoreFactory) -> None:
+    """Two receivers stored the same bytes; two workers complete them at once."""
+    first_store = store_factory.open()
+    second_store = store_factory.open()
+    raw = lead_message(7)
+    ids = first_store.put_messages(
+        [
+            IncomingMessage(
+                f"req-{name}", T0, "alice@example.org", ("s@leads.test",), raw
+            )
+            for name in ("mx1", "mx2")
+        ]
+    )
+    jobs = first_store.claim_jobs(2)
+    assert [job.message_id for job in jobs] == ids
+    result = _parse(first_store, ids[0])
+    outcomes: list[Outcome] = []
+    barrier = threading.Barrier(2)
+
+    def complete(store: Store, job_id: int) -> None:
+        barrier.wait()
+        outcome = store.complete_job(job_id, result, actor="worker")
+        outcomes.append(outcome)
+
+    threads = [
+        threading.Thread(target=complete, args=(store, job.id))
+        for store, job in zip((first_store, second_store), jobs, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == [Outcome.DUPLICATE, Outcome.LEAD]
+    stats = first_store.stats()
+    assert stats.leads_by_kind == {"lead": 1}
+    assert stats.duplicates == 1
+    assert stats.jobs_by_state == {"done": 2}

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from leadparse.server.config import ConfigError, Settings, load_settings
-from leadparse.server.store import Outcome, SQLiteStore
+from leadparse.server.store import Outcome, Store
 
 __all__ = ["register"]
 
@@ -48,6 +48,15 @@ def _data_dir_option(func: _F) -> _F:
     )(func)
 
 
+def _database_url_option(func: _F) -> _F:
+    return click.option(
+        "--database-url",
+        default=None,
+        help="postgresql:// URL of a shared database "
+        "(default: storage.url, $LEADPARSE_STORAGE_URL; unset: SQLite in --data-dir).",
+    )(func)
+
+
 def _load(config_file: Path | None, **overrides: Any) -> Settings:
     try:
         return load_settings(config_file, overrides=overrides)
@@ -56,12 +65,18 @@ def _load(config_file: Path | None, **overrides: Any) -> Settings:
 
 
 @contextmanager
-def _open(settings: Settings) -> Iterator[SQLiteStore]:
+def _open(settings: Settings) -> Iterator[Store]:
     from leadparse.server.app import open_store
 
     try:
         store = open_store(settings)
     except ImportError as exc:
+        missing = getattr(exc, "name", None) or ""
+        if missing.startswith(("psycopg", "psycopg_pool")):
+            raise click.ClickException(
+                f"PostgreSQL storage needs psycopg and psycopg_pool ({exc}); "
+                f"{INSTALL_HINT}"
+            ) from None
         raise click.ClickException(
             f"encryption needs the cryptography package ({exc}); {INSTALL_HINT}"
         ) from None
@@ -100,6 +115,15 @@ def _actor() -> str:
 @click.command()
 @_config_option
 @_data_dir_option
+@_database_url_option
+@click.option(
+    "--role",
+    type=click.Choice(["all", "smtp", "worker", "delivery", "api"]),
+    default="all",
+    show_default=True,
+    help="Part to run: smtp receives and stores, worker parses, delivery sends "
+    "webhooks, api serves HTTP; all runs smtp and worker in one process.",
+)
 @click.option("--host", default=None, help="Address to listen on (default: 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="TCP port (default: 2525).")
 @click.option(
@@ -120,14 +144,59 @@ def _actor() -> str:
     default=None,
     help="Log line format (default: text).",
 )
+@click.option(
+    "--api-host", default=None, help="Address of the HTTP API (default: 127.0.0.1)."
+)
+@click.option(
+    "--api-port",
+    type=int,
+    default=None,
+    help="TCP port of the HTTP API (default: 8025).",
+)
+@click.option(
+    "--api-token",
+    default=None,
+    help="Bearer token with every API scope; the API starts only with a token "
+    "(default: api.token, $LEADPARSE_API_TOKEN).",
+)
+# --- webhooks ---
+@click.option(
+    "--webhook-url",
+    default=None,
+    help="https:// URL that receives each new lead as a signed POST "
+    "(endpoint 'default'; default: webhooks.url, $LEADPARSE_WEBHOOKS_URL).",
+)
+@click.option(
+    "--webhook-secret",
+    "webhook_secrets",
+    multiple=True,
+    help="Signing secret whsec_<base64>; repeat to sign with several while "
+    "rotating. Prefer $LEADPARSE_WEBHOOKS_SECRETS, which other local users "
+    "cannot read from the process list.",
+)
+@click.option(
+    "--webhook-allow-http-loopback",
+    is_flag=True,
+    default=None,
+    help="Allow a plain http:// webhook URL on a loopback address (development).",
+)
+# --- end webhooks ---
 def serve(
     config_file: Path | None,
     data_dir: Path | None,
+    database_url: str | None,
+    role: str,
     host: str | None,
     port: int | None,
     workers: int | None,
     log_level: str | None,
     log_format: str | None,
+    api_host: str | None,
+    api_port: int | None,
+    api_token: str | None,
+    webhook_url: str | None,
+    webhook_secrets: tuple[str, ...],
+    webhook_allow_http_loopback: bool | None,
 ) -> None:
     """Receive mail over SMTP, store it and parse it into leads."""
     try:
@@ -140,11 +209,18 @@ def serve(
         config_file,
         **{
             "storage.data_dir": data_dir,
+            "storage.url": database_url,
             "smtp.host": host,
             "smtp.port": port,
             "workers.processes": workers,
             "logging.level": log_level,
             "logging.format": log_format,
+            "api.host": api_host,
+            "api.port": api_port,
+            "api.token": api_token,
+            "webhooks.url": webhook_url,
+            "webhooks.secrets": list(webhook_secrets) or None,
+            "webhooks.allow_http_loopback": webhook_allow_http_loopback,
         },
     )
     from leadparse.server.app import run_server
@@ -152,7 +228,12 @@ def serve(
 
     setup_logging(settings.logging.level, settings.logging.format)
     try:
-        asyncio.run(run_server(settings))
+        asyncio.run(run_server(settings, role=role))
+    except RuntimeError as exc:
+        # A role whose module is missing; asyncio.run's own errors re-raise.
+        if not str(exc).startswith("role "):
+            raise
+        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {settings.smtp.host}:{settings.smtp.port}: {exc}"
@@ -360,10 +441,81 @@ def dns_records_command(
         click.echo(record)
 
 
+@click.command()
+@_config_option
+@_data_dir_option
+@_database_url_option
+def migrate(
+    config_file: Path | None, data_dir: Path | None, database_url: str | None
+) -> None:
+    """Apply pending schema migrations and print the schema version."""
+    settings = _load(
+        config_file, **{"storage.data_dir": data_dir, "storage.url": database_url}
+    )
+    from leadparse.server.store import MIGRATIONS, SchemaError
+
+    try:
+        # Opening a store applies pending migrations, in both backends.
+        with _open(settings) as store:
+            version = store.schema_version()
+    except SchemaError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        # psycopg is imported only with a PostgreSQL URL, so its errors are
+        # recognized by module; their messages name the host, not the password.
+        if not type(exc).__module__.startswith("psycopg"):
+            raise
+        raise click.ClickException(
+            f"cannot migrate the PostgreSQL database: {type(exc).__name__}: {exc}"
+        ) from None
+    backend = "postgresql" if settings.storage.url else "sqlite"
+    click.echo(f"schema version {version} of {len(MIGRATIONS)} ({backend})")
+
+
+# --- acks ---
+
+
+@click.command()
+@_config_option
+@_data_dir_option
+@click.option(
+    "--reason",
+    default="manual",
+    show_default=True,
+    help="Why the address is suppressed, stored with its hash.",
+)
+@click.argument("email")
+def suppress(
+    config_file: Path | None, data_dir: Path | None, reason: str, email: str
+) -> None:
+    """Never send outbound acknowledgments to EMAIL; only its hash is stored."""
+    from leadparse.server.acks import address_hash
+
+    if "@" not in email:
+        raise click.BadParameter(
+            f"{email!r} is not an email address", param_hint="EMAIL"
+        )
+    settings = _load(config_file, **{"storage.data_dir": data_dir})
+    with _open(settings) as store:
+        added = store.add_suppression(address_hash(email), reason=reason)
+    click.echo("suppressed" if added else "already suppressed")
+
+
+# --- end acks ---
+
+
 def register(group: click.Group) -> None:
     """Add the receiver's commands to *group* (the ``leadparse`` CLI).
 
-    Commands: serve, reparse, purge, forget, leads, stats, dns-records.
+    Commands: serve, migrate, reparse, purge, forget, leads, stats, dns-records,
+    suppress, dlq.
     """
     for command in (serve, reparse, purge, forget, leads, stats, dns_records_command):
         group.add_command(command)
+    group.add_command(migrate)
+    group.add_command(suppress)
+    # --- webhooks ---
+    from leadparse.server.delivery_cli import dlq
+
+    group.add_command(dlq)
+    # --- end webhooks ---

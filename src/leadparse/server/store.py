@@ -16,7 +16,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from hashlib import sha256
 from pathlib import Path
@@ -26,22 +26,35 @@ from leadparse.server.crypto import RawCipher
 
 __all__ = [
     "DATABASE_NAME",
+    "DEFAULT_LEASE_TIMEOUT",
+    "AckResult",
     "AuditEntry",
+    "Delivery",
+    "DeliveryAttempt",
+    "DeliveryRecord",
+    "DeliveryState",
+    "EndpointState",
     "IncomingMessage",
     "Job",
     "JobState",
+    "NewDelivery",
     "Outcome",
     "ParseResult",
     "SQLiteStore",
     "SchemaError",
     "Stats",
     "Store",
+    "StoredLead",
     "StoredMessage",
+    "public_lead_id",
 ]
 
 logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "leadparse.sqlite3"
+
+DEFAULT_LEASE_TIMEOUT = 300.0
+"""Seconds after which a running job's claim expires and the job is claimed again."""
 
 
 class SchemaError(RuntimeError):
@@ -144,6 +157,141 @@ class Stats:
     jobs_by_state: dict[str, int] = field(default_factory=dict)
 
 
+# --- polling ---
+
+
+def public_lead_id(idempotency_key: str) -> str:
+    """Return the public id of a lead: ``msg_`` and 32 hex digits of its key.
+
+    Webhook deliveries send the same value as their webhook id, so a consumer
+    that receives one lead both ways can tell it is the same lead.
+    """
+    return "msg_" + idempotency_key[:32]
+
+
+@dataclass(frozen=True)
+class StoredLead:
+    """A stored lead with its public id and acknowledgment state."""
+
+    id: int
+    """Row id; the order in which leads were first recorded."""
+    public_id: str
+    message_id: int
+    kind: str
+    payload: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    acked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AckResult:
+    """Outcome of acknowledging public lead ids, each id in one list."""
+
+    acknowledged: list[str]
+    """Ids acknowledged by this call."""
+    already_acknowledged: list[str]
+    unknown: list[str]
+    """Ids that name no stored lead (never existed, or deleted since)."""
+
+
+def _polling_unsupported(store: object) -> NotImplementedError:
+    return NotImplementedError(
+        f"{type(store).__name__} does not implement the polling methods; "
+        "use SQLiteStore for the API and outbound acknowledgments"
+    )
+
+
+# --- end polling ---
+
+
+# --- deliveries ---
+
+
+class DeliveryState(StrEnum):
+    """Life cycle of a webhook delivery."""
+
+    PENDING = "pending"
+    """Waiting for ``next_attempt_at``, for an earlier lead of its thread, or
+    for its endpoint to be enabled again."""
+    SENDING = "sending"
+    """Claimed by a delivery worker until ``next_attempt_at`` (the lease)."""
+    DELIVERED = "delivered"
+    DEAD = "dead"
+    """Every attempt of the retry schedule failed; replay returns it to pending."""
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A webhook delivery to create with a lead, for one endpoint."""
+
+    endpoint: str
+    webhook_id: str
+    thread_key: str | None
+    """The lead's ``threading.thread_id``; deliveries of one thread to one
+    endpoint are sent in message order."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A claimed delivery with the lead payload to send."""
+
+    id: int
+    lead_id: int
+    endpoint: str
+    webhook_id: str
+    thread_key: str | None
+    attempts: int
+    """Attempts made before this claim."""
+    request_id: str
+    """Request id of the message the lead came from."""
+    payload: bytes
+    """The lead JSON exactly as stored, UTF-8 encoded."""
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """The state of one delivery, for listings and the dead-letter commands."""
+
+    id: int
+    lead_id: int
+    endpoint: str
+    webhook_id: str
+    thread_key: str | None
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One HTTP attempt of a delivery."""
+
+    delivery_id: int
+    at: datetime
+    status: int | None
+    """HTTP status, ``None`` when no response arrived."""
+    error: str | None
+    duration_ms: int | None
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """A webhook endpoint that was disabled, with when and why."""
+
+    endpoint: str
+    disabled_at: datetime
+    disabled_reason: str | None
+
+
+# --- end deliveries ---
+
+
 class Store(ABC):
     """Durable storage used by the SMTP server, the workers and the CLI."""
 
@@ -159,6 +307,10 @@ class Store(ABC):
     def put_message(self, message: IncomingMessage) -> int:
         """Store one message and its parse job; see :meth:`put_messages`."""
         return self.put_messages([message])[0]
+
+    def schema_version(self) -> int:
+        """Return the highest schema migration applied to the database."""
+        raise NotImplementedError
 
     @abstractmethod
     def claim_jobs(self, limit: int) -> list[Job]:
@@ -178,11 +330,20 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def complete_job(self, job_id: int, result: ParseResult, *, actor: str) -> Outcome:
+    def complete_job(
+        self,
+        job_id: int,
+        result: ParseResult,
+        *,
+        actor: str,
+        deliveries: Sequence[NewDelivery] = (),
+    ) -> Outcome:
         """Record a parse result and mark the job done, in one transaction.
 
         A result whose idempotency key already belongs to another message
-        marks this message a duplicate of that one and stores no lead.
+        marks this message a duplicate of that one and stores no lead. When
+        the outcome is a new lead, *deliveries* are created in the same
+        transaction, due at once, so no recorded lead misses its webhooks.
         """
 
     @abstractmethod
@@ -248,6 +409,174 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections; further calls are invalid."""
+
+    # --- polling ---
+    # Not abstract, so a backend without polling support still loads; the
+    # API and outbound acknowledgments need these methods.
+
+    def unacked_leads(self, *, after_id: int, limit: int) -> list[StoredLead]:
+        """Return up to *limit* unacknowledged leads with row id above *after_id*.
+
+        Leads come in row id order, which is the order their first parse was
+        recorded.
+        """
+        raise _polling_unsupported(self)
+
+    def ack_leads(self, public_ids: Sequence[str], *, token_name: str) -> AckResult:
+        """Acknowledge leads by public id, in one transaction; repeats are no-ops."""
+        raise _polling_unsupported(self)
+
+    def get_lead(self, public_id: str) -> StoredLead | None:
+        """Return the lead with this public id, or ``None``."""
+        raise _polling_unsupported(self)
+
+    def count_unacked_leads(self) -> int:
+        """Count leads not yet acknowledged."""
+        raise _polling_unsupported(self)
+
+    def leads_after(self, lead_id: int, *, limit: int) -> list[StoredLead]:
+        """Return up to *limit* leads with row id above *lead_id*, acked or not."""
+        raise _polling_unsupported(self)
+
+    def max_lead_id(self) -> int:
+        """Return the highest lead row id, 0 when there are none."""
+        raise _polling_unsupported(self)
+
+    def add_suppression(self, address_hash: str, *, reason: str) -> bool:
+        """Record that an address hash gets no outbound mail; False if it had one."""
+        raise _polling_unsupported(self)
+
+    def is_suppressed(self, address_hash: str) -> bool:
+        """Return whether an address hash is suppressed."""
+        raise _polling_unsupported(self)
+
+    def record_outbound_ack(
+        self,
+        lead_id: int | None,
+        recipient_hash: str,
+        *,
+        state: str,
+        error: str | None = None,
+    ) -> None:
+        """Append one outbound acknowledgment decision (sent, failed or skipped)."""
+        raise _polling_unsupported(self)
+
+    def last_outbound_ack(self, recipient_hash: str, *, state: str) -> datetime | None:
+        """Return when the newest record of *state* for a recipient was made."""
+        raise _polling_unsupported(self)
+
+    def max_outbound_ack_lead_id(self) -> int:
+        """Return the highest lead row id with an outbound record, 0 when none."""
+        raise _polling_unsupported(self)
+
+    # --- end polling ---
+
+    # --- deliveries ---
+
+    @abstractmethod
+    def create_deliveries(
+        self, message_id: int, deliveries: Sequence[NewDelivery], *, at: datetime
+    ) -> int:
+        """Create deliveries of the lead of one message, due at *at*.
+
+        A delivery that already exists for the lead and endpoint is left as it
+        is. Returns how many were created; 0 when the message has no lead.
+        """
+
+    @abstractmethod
+    def claim_deliveries(
+        self,
+        endpoint: str,
+        *,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        exclude: Sequence[int] = (),
+    ) -> list[Delivery]:
+        """Mark up to *limit* due deliveries of one endpoint sending and return them.
+
+        A delivery is due when it is pending with ``next_attempt_at <= now``,
+        or sending with an expired lease (its worker died). Deliveries of a
+        disabled endpoint are never due. A delivery waits while an earlier
+        message of its thread has a pending or sending delivery to the same
+        endpoint. The claim sets ``next_attempt_at`` to now plus
+        *lease_seconds*. Deliveries come in message order.
+        """
+
+    @abstractmethod
+    def next_delivery_due(self, endpoints: Sequence[str]) -> datetime | None:
+        """Return the earliest time a pending delivery of *endpoints* becomes due.
+
+        Deliveries held back by an earlier delivery of their thread, and
+        deliveries of disabled endpoints, are left out.
+        """
+
+    @abstractmethod
+    def record_attempt(
+        self,
+        delivery_ids: Sequence[int],
+        *,
+        at: datetime,
+        state: DeliveryState,
+        status: int | None = None,
+        error: str | None = None,
+        duration_ms: int | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        """Record one HTTP attempt for each delivery and move it to *state*.
+
+        Each attempt counts and is appended to the attempt history.
+        *next_attempt_at* is required with ``PENDING``.
+        """
+
+    @abstractmethod
+    def disable_endpoint(self, endpoint: str, *, reason: str, at: datetime) -> None:
+        """Stop claims for an endpoint until :meth:`enable_endpoint`."""
+
+    @abstractmethod
+    def enable_endpoint(self, endpoint: str) -> bool:
+        """Allow claims for an endpoint again; return whether it was disabled."""
+
+    @abstractmethod
+    def disabled_endpoints(self) -> list[EndpointState]:
+        """Return the disabled endpoints, by name."""
+
+    @abstractmethod
+    def list_deliveries(
+        self,
+        *,
+        state: DeliveryState | None = None,
+        endpoint: str | None = None,
+        lead_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[DeliveryRecord]:
+        """Return deliveries in id order, optionally filtered."""
+
+    def dead_letters(self, *, endpoint: str | None = None) -> list[DeliveryRecord]:
+        """Return the dead-lettered deliveries in id order."""
+        return self.list_deliveries(state=DeliveryState.DEAD, endpoint=endpoint)
+
+    @abstractmethod
+    def delivery_attempts(self, delivery_id: int) -> list[DeliveryAttempt]:
+        """Return the attempts of one delivery in order."""
+
+    @abstractmethod
+    def replay_deliveries(
+        self, delivery_ids: Sequence[int] | None, *, at: datetime, actor: str
+    ) -> list[int]:
+        """Return deliveries to pending, due at *at*, with the attempt count reset.
+
+        ``None`` replays every dead delivery. Listed ids may also name
+        delivered ones, which are sent again. The webhook id stays the same,
+        so receivers deduplicate the replay. Returns the ids replayed, and
+        the audit log records the replay.
+        """
+
+    @abstractmethod
+    def delivery_counts(self) -> dict[str, dict[str, int]]:
+        """Count deliveries by endpoint and state."""
+
+    # --- end deliveries ---
 
 
 # Numbered schema migrations; each runs once, in order, in one transaction.
@@ -371,6 +700,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at TEXT NOT NULL
         )""",
     ),
+    # 4: claim leases. A running job whose claim is older than the lease
+    # timeout is claimed again, so the job of a worker that died is taken over.
+    (
+        "ALTER TABLE jobs ADD COLUMN claimed_at TEXT",
+        "ALTER TABLE jobs ADD COLUMN claimed_by TEXT",
+        "CREATE INDEX jobs_lease ON jobs(state, claimed_at)",
+    ),
+    # 5: lookup of leads by public id, a prefix of the idempotency key.
+    ("CREATE INDEX leads_idempotency_key ON leads(idempotency_key)",),
 )
 
 
@@ -405,11 +743,18 @@ class SQLiteStore(Store):
         data_dir: folder of the database file; created when missing.
         cipher: encrypts raw MIME of new rows and decrypts stored rows; when
             ``None`` new rows are stored in clear.
+        lease_timeout: seconds after which a running job counts as abandoned
+            and :meth:`claim_jobs` claims it again.
     """
 
     def __init__(
-        self, data_dir: Path | str, *, cipher: RawCipher | None = None
+        self,
+        data_dir: Path | str,
+        *,
+        cipher: RawCipher | None = None,
+        lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
     ) -> None:
+        self.lease_timeout = lease_timeout
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DATABASE_NAME
@@ -570,18 +915,24 @@ class SQLiteStore(Store):
     def claim_jobs(self, limit: int) -> list[Job]:
         if limit <= 0:
             return []
+        now_moment = datetime.now(UTC)
+        expired = _timestamp(now_moment - timedelta(seconds=self.lease_timeout))
         with self._transaction() as connection:
+            # Jobs claimed before migration 4 have no claimed_at, so their
+            # last update stands in for it.
             rows = connection.execute(
                 "SELECT jobs.id, jobs.message_id, jobs.attempts, messages.request_id "
                 "FROM jobs JOIN messages ON messages.id = jobs.message_id "
-                "WHERE jobs.state = ? ORDER BY jobs.id LIMIT ?",
-                (JobState.PENDING, limit),
+                "WHERE jobs.state = ? OR (jobs.state = ? AND "
+                "COALESCE(jobs.claimed_at, jobs.updated_at) < ?) "
+                "ORDER BY jobs.id LIMIT ?",
+                (JobState.PENDING, JobState.RUNNING, expired, limit),
             ).fetchall()
-            now = _now()
+            now = _timestamp(now_moment)
             connection.executemany(
-                "UPDATE jobs SET state = ?, attempts = attempts + 1, updated_at = ? "
-                "WHERE id = ?",
-                [(JobState.RUNNING, now, row["id"]) for row in rows],
+                "UPDATE jobs SET state = ?, attempts = attempts + 1, updated_at = ?, "
+                "claimed_at = ? WHERE id = ?",
+                [(JobState.RUNNING, now, now, row["id"]) for row in rows],
             )
         return [
             Job(
@@ -629,7 +980,14 @@ class SQLiteStore(Store):
             duplicate_of=row["duplicate_of"],
         )
 
-    def complete_job(self, job_id: int, result: ParseResult, *, actor: str) -> Outcome:
+    def complete_job(
+        self,
+        job_id: int,
+        result: ParseResult,
+        *,
+        actor: str,
+        deliveries: Sequence[NewDelivery] = (),
+    ) -> Outcome:
         with self._transaction() as connection:
             job = connection.execute(
                 "SELECT jobs.message_id, jobs.state, messages.request_id FROM jobs "
@@ -640,6 +998,10 @@ class SQLiteStore(Store):
                 return Outcome.SKIPPED
             message_id = job["message_id"]
             outcome = self._record_first_parse(connection, message_id, result)
+            if outcome is Outcome.LEAD and deliveries:
+                self._insert_deliveries(
+                    connection, message_id, deliveries, datetime.now(UTC)
+                )
             connection.execute(
                 "UPDATE jobs SET state = ?, error = NULL, updated_at = ? WHERE id = ?",
                 (JobState.DONE, _now(), job_id),
@@ -965,6 +1327,483 @@ class SQLiteStore(Store):
             for row in rows
         ]
 
+    # --- polling ---
+
+    _LEAD_COLUMNS = (
+        "leads.id, leads.message_id, leads.idempotency_key, leads.kind, "
+        "leads.payload, leads.created_at, leads.updated_at, lead_acks.acked_at"
+    )
+
+    @staticmethod
+    def _stored_lead(row: sqlite3.Row) -> StoredLead:
+        acked_at = row["acked_at"]
+        return StoredLead(
+            id=row["id"],
+            public_id=public_lead_id(row["idempotency_key"]),
+            message_id=row["message_id"],
+            kind=row["kind"],
+            payload=json.loads(row["payload"]),
+            created_at=datetime.fromisoformat(row["created_at"]),
+            updated_at=datetime.fromisoformat(row["updated_at"]),
+            acked_at=datetime.fromisoformat(acked_at) if acked_at else None,
+        )
+
+    def unacked_leads(self, *, after_id: int, limit: int) -> list[StoredLead]:
+        # NOTE: lead ids are SQLite rowids without AUTOINCREMENT, so after the
+        # newest lead is deleted (forget, purge) its id can be given again. A
+        # client that acknowledges what it read and restarts without a cursor
+        # sees such a lead; one that keeps an old cursor can skip it.
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT {self._LEAD_COLUMNS} FROM leads "
+                "LEFT JOIN lead_acks ON lead_acks.lead_id = leads.id "
+                "WHERE leads.id > ? AND lead_acks.lead_id IS NULL "
+                "ORDER BY leads.id LIMIT ?",
+                (after_id, limit),
+            )
+            .fetchall()
+        )
+        return [self._stored_lead(row) for row in rows]
+
+    def leads_after(self, lead_id: int, *, limit: int) -> list[StoredLead]:
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT {self._LEAD_COLUMNS} FROM leads "
+                "LEFT JOIN lead_acks ON lead_acks.lead_id = leads.id "
+                "WHERE leads.id > ? ORDER BY leads.id LIMIT ?",
+                (lead_id, limit),
+            )
+            .fetchall()
+        )
+        return [self._stored_lead(row) for row in rows]
+
+    @staticmethod
+    def _key_prefix(public_id: str) -> str | None:
+        prefix = public_id.removeprefix("msg_")
+        if (
+            not public_id.startswith("msg_")
+            or len(prefix) != 32
+            or any(char not in "0123456789abcdef" for char in prefix)
+        ):
+            return None
+        return prefix
+
+    def _lead_row(
+        self, connection: sqlite3.Connection, public_id: str
+    ) -> sqlite3.Row | None:
+        prefix = self._key_prefix(public_id)
+        if prefix is None:
+            return None
+        # Keys are lower-case hex, so every key starting with the prefix sorts
+        # between it and the prefix followed by "g"; the range uses the index.
+        row: sqlite3.Row | None = connection.execute(
+            f"SELECT {self._LEAD_COLUMNS} FROM leads "
+            "LEFT JOIN lead_acks ON lead_acks.lead_id = leads.id "
+            "WHERE leads.idempotency_key >= ? AND leads.idempotency_key < ? "
+            "ORDER BY leads.id LIMIT 1",
+            (prefix, prefix + "g"),
+        ).fetchone()
+        return row
+
+    def get_lead(self, public_id: str) -> StoredLead | None:
+        row = self._lead_row(self._reader(), public_id)
+        return self._stored_lead(row) if row is not None else None
+
+    def ack_leads(self, public_ids: Sequence[str], *, token_name: str) -> AckResult:
+        acknowledged: list[str] = []
+        already: list[str] = []
+        unknown: list[str] = []
+        now = _now()
+        with self._transaction() as connection:
+            for public_id in dict.fromkeys(public_ids):
+                row = self._lead_row(connection, public_id)
+                if row is None:
+                    unknown.append(public_id)
+                    continue
+                cursor = connection.execute(
+                    "INSERT OR IGNORE INTO lead_acks (lead_id, acked_at, token_name) "
+                    "VALUES (?, ?, ?)",
+                    (row["id"], now, token_name),
+                )
+                if cursor.rowcount:
+                    acknowledged.append(public_id)
+                else:
+                    already.append(public_id)
+        return AckResult(acknowledged, already, unknown)
+
+    def count_unacked_leads(self) -> int:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT COUNT(*) FROM leads WHERE id NOT IN "
+                "(SELECT lead_id FROM lead_acks)"
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def max_lead_id(self) -> int:
+        row = self._reader().execute("SELECT COALESCE(MAX(id), 0) FROM leads")
+        return int(row.fetchone()[0])
+
+    def add_suppression(self, address_hash: str, *, reason: str) -> bool:
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                "INSERT OR IGNORE INTO suppressions (address_hash, reason, created_at) "
+                "VALUES (?, ?, ?)",
+                (address_hash, reason, _now()),
+            )
+            return bool(cursor.rowcount)
+
+    def is_suppressed(self, address_hash: str) -> bool:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT 1 FROM suppressions WHERE address_hash = ?", (address_hash,)
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def record_outbound_ack(
+        self,
+        lead_id: int | None,
+        recipient_hash: str,
+        *,
+        state: str,
+        error: str | None = None,
+    ) -> None:
+        with self._transaction() as connection:
+            connection.execute(
+                "INSERT INTO outbound_acks (lead_id, recipient_hash, state, error, "
+                "created_at) VALUES (?, ?, ?, ?, ?)",
+                (
+                    lead_id,
+                    recipient_hash,
+                    state,
+                    error[:2000] if error else None,
+                    _now(),
+                ),
+            )
+
+    def last_outbound_ack(self, recipient_hash: str, *, state: str) -> datetime | None:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT created_at FROM outbound_acks "
+                "WHERE recipient_hash = ? AND state = ? ORDER BY id DESC LIMIT 1",
+                (recipient_hash, state),
+            )
+            .fetchone()
+        )
+        return datetime.fromisoformat(row["created_at"]) if row else None
+
+    def max_outbound_ack_lead_id(self) -> int:
+        row = self._reader().execute(
+            "SELECT COALESCE(MAX(lead_id), 0) FROM outbound_acks"
+        )
+        return int(row.fetchone()[0])
+
+    # --- end polling ---
+
+    # --- deliveries ---
+
+    # A delivery waits while an earlier message of its thread has an
+    # unfinished delivery to the same endpoint. Dead deliveries do not hold
+    # the thread back, so one rejected lead cannot block its thread forever.
+    _THREAD_FREE = (
+        "(d.thread_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries earlier "
+        "JOIN leads earlier_lead ON earlier_lead.id = earlier.lead_id "
+        "WHERE earlier.endpoint = d.endpoint AND earlier.thread_key = d.thread_key "
+        "AND earlier.state IN ('pending', 'sending') "
+        "AND earlier_lead.message_id < l.message_id))"
+    )
+    _ENDPOINT_ENABLED = (
+        "NOT EXISTS (SELECT 1 FROM endpoint_state e "
+        "WHERE e.endpoint = d.endpoint AND e.disabled_at IS NOT NULL)"
+    )
+
+    def create_deliveries(
+        self, message_id: int, deliveries: Sequence[NewDelivery], *, at: datetime
+    ) -> int:
+        if not deliveries:
+            return 0
+        with self._transaction() as connection:
+            return self._insert_deliveries(connection, message_id, deliveries, at)
+
+    def _insert_deliveries(
+        self,
+        connection: sqlite3.Connection,
+        message_id: int,
+        deliveries: Sequence[NewDelivery],
+        at: datetime,
+    ) -> int:
+        lead = connection.execute(
+            "SELECT id FROM leads WHERE message_id = ?", (message_id,)
+        ).fetchone()
+        if lead is None:
+            return 0
+        due = _timestamp(at)
+        now = _now()
+        created = 0
+        for delivery in deliveries:
+            cursor = connection.execute(
+                "INSERT INTO deliveries (lead_id, endpoint, webhook_id, thread_key, "
+                "state, attempts, next_attempt_at, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?) "
+                "ON CONFLICT (lead_id, endpoint) DO NOTHING",
+                (
+                    lead["id"],
+                    delivery.endpoint,
+                    delivery.webhook_id,
+                    delivery.thread_key,
+                    DeliveryState.PENDING,
+                    due,
+                    now,
+                    now,
+                ),
+            )
+            created += cursor.rowcount
+        return created
+
+    def claim_deliveries(
+        self,
+        endpoint: str,
+        *,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        exclude: Sequence[int] = (),
+    ) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        excluded = ""
+        if exclude:
+            excluded = f" AND d.id NOT IN ({', '.join('?' * len(exclude))})"
+        with self._transaction() as connection:
+            rows = connection.execute(
+                "SELECT d.id, d.lead_id, d.endpoint, d.webhook_id, d.thread_key, "
+                "d.attempts, l.payload, m.request_id FROM deliveries d "
+                "JOIN leads l ON l.id = d.lead_id "
+                "JOIN messages m ON m.id = l.message_id "
+                "WHERE d.endpoint = ? AND d.state IN ('pending', 'sending') "
+                f"AND d.next_attempt_at <= ? AND {self._ENDPOINT_ENABLED} "
+                f"AND {self._THREAD_FREE}{excluded} "
+                "ORDER BY l.message_id, d.id LIMIT ?",
+                (endpoint, _timestamp(now), *exclude, limit),
+            ).fetchall()
+            lease_end = _timestamp(now + timedelta(seconds=lease_seconds))
+            connection.executemany(
+                "UPDATE deliveries SET state = ?, next_attempt_at = ?, updated_at = ? "
+                "WHERE id = ?",
+                [(DeliveryState.SENDING, lease_end, _now(), row["id"]) for row in rows],
+            )
+        return [
+            Delivery(
+                id=row["id"],
+                lead_id=row["lead_id"],
+                endpoint=row["endpoint"],
+                webhook_id=row["webhook_id"],
+                thread_key=row["thread_key"],
+                attempts=row["attempts"],
+                request_id=row["request_id"],
+                payload=row["payload"].encode("utf-8"),
+            )
+            for row in rows
+        ]
+
+    def next_delivery_due(self, endpoints: Sequence[str]) -> datetime | None:
+        if not endpoints:
+            return None
+        names = ", ".join("?" * len(endpoints))
+        row = (
+            self._reader()
+            .execute(
+                "SELECT MIN(d.next_attempt_at) FROM deliveries d "
+                "JOIN leads l ON l.id = d.lead_id "
+                f"WHERE d.state = 'pending' AND d.endpoint IN ({names}) "
+                f"AND {self._ENDPOINT_ENABLED} AND {self._THREAD_FREE}",
+                tuple(endpoints),
+            )
+            .fetchone()
+        )
+        return datetime.fromisoformat(row[0]) if row[0] is not None else None
+
+    def record_attempt(
+        self,
+        delivery_ids: Sequence[int],
+        *,
+        at: datetime,
+        state: DeliveryState,
+        status: int | None = None,
+        error: str | None = None,
+        duration_ms: int | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        if state is DeliveryState.PENDING and next_attempt_at is None:
+            raise ValueError("a pending delivery needs next_attempt_at")
+        when = _timestamp(at)
+        due = _timestamp(next_attempt_at) if next_attempt_at is not None else None
+        delivered = when if state is DeliveryState.DELIVERED else None
+        error = error[:2000] if error else None
+        with self._transaction() as connection:
+            for delivery_id in delivery_ids:
+                connection.execute(
+                    "INSERT INTO delivery_attempts (delivery_id, at, status, error, "
+                    "duration_ms) VALUES (?, ?, ?, ?, ?)",
+                    (delivery_id, when, status, error, duration_ms),
+                )
+                connection.execute(
+                    "UPDATE deliveries SET state = ?, attempts = attempts + 1, "
+                    "last_status = ?, last_error = ?, "
+                    "next_attempt_at = COALESCE(?, next_attempt_at), "
+                    "delivered_at = COALESCE(?, delivered_at), updated_at = ? "
+                    "WHERE id = ?",
+                    (state, status, error, due, delivered, _now(), delivery_id),
+                )
+
+    def disable_endpoint(self, endpoint: str, *, reason: str, at: datetime) -> None:
+        with self._transaction() as connection:
+            connection.execute(
+                "INSERT INTO endpoint_state (endpoint, disabled_at, disabled_reason) "
+                "VALUES (?, ?, ?) ON CONFLICT (endpoint) DO UPDATE SET "
+                "disabled_at = excluded.disabled_at, "
+                "disabled_reason = excluded.disabled_reason",
+                (endpoint, _timestamp(at), reason[:2000]),
+            )
+
+    def enable_endpoint(self, endpoint: str) -> bool:
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                "UPDATE endpoint_state SET disabled_at = NULL, disabled_reason = NULL "
+                "WHERE endpoint = ? AND disabled_at IS NOT NULL",
+                (endpoint,),
+            )
+            return bool(cursor.rowcount)
+
+    def disabled_endpoints(self) -> list[EndpointState]:
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT * FROM endpoint_state WHERE disabled_at IS NOT NULL "
+                "ORDER BY endpoint"
+            )
+            .fetchall()
+        )
+        return [
+            EndpointState(
+                endpoint=row["endpoint"],
+                disabled_at=datetime.fromisoformat(row["disabled_at"]),
+                disabled_reason=row["disabled_reason"],
+            )
+            for row in rows
+        ]
+
+    def list_deliveries(
+        self,
+        *,
+        state: DeliveryState | None = None,
+        endpoint: str | None = None,
+        lead_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[DeliveryRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("state", state), ("endpoint", endpoint)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(str(value))
+        if lead_id is not None:
+            clauses.append("lead_id = ?")
+            params.append(lead_id)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        limit_clause = ""
+        if limit is not None:
+            limit_clause = " LIMIT ?"
+            params.append(limit)
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT * FROM deliveries{where} ORDER BY id{limit_clause}", params
+            )
+            .fetchall()
+        )
+        return [_delivery_record(row) for row in rows]
+
+    def delivery_attempts(self, delivery_id: int) -> list[DeliveryAttempt]:
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT * FROM delivery_attempts WHERE delivery_id = ? ORDER BY id",
+                (delivery_id,),
+            )
+            .fetchall()
+        )
+        return [
+            DeliveryAttempt(
+                delivery_id=row["delivery_id"],
+                at=datetime.fromisoformat(row["at"]),
+                status=row["status"],
+                error=row["error"],
+                duration_ms=row["duration_ms"],
+            )
+            for row in rows
+        ]
+
+    def replay_deliveries(
+        self, delivery_ids: Sequence[int] | None, *, at: datetime, actor: str
+    ) -> list[int]:
+        with self._transaction() as connection:
+            if delivery_ids is None:
+                rows = connection.execute(
+                    "SELECT id FROM deliveries WHERE state = 'dead' ORDER BY id"
+                ).fetchall()
+            else:
+                rows = connection.execute(
+                    "SELECT id FROM deliveries WHERE state IN ('dead', 'delivered') "
+                    f"AND id IN ({', '.join('?' * len(delivery_ids))}) ORDER BY id",
+                    tuple(delivery_ids),
+                ).fetchall()
+            replayed = [row["id"] for row in rows]
+            now = _now()
+            connection.executemany(
+                "UPDATE deliveries SET state = ?, attempts = 0, next_attempt_at = ?, "
+                "last_status = NULL, last_error = NULL, delivered_at = NULL, "
+                "updated_at = ? WHERE id = ?",
+                [
+                    (DeliveryState.PENDING, _timestamp(at), now, delivery_id)
+                    for delivery_id in replayed
+                ],
+            )
+            self._insert_audit(
+                connection,
+                "webhook_replay",
+                actor=actor,
+                detail={
+                    "deliveries": len(replayed),
+                    "ids": replayed if delivery_ids is not None else "all dead",
+                },
+            )
+        return replayed
+
+    def delivery_counts(self) -> dict[str, dict[str, int]]:
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT endpoint, state, COUNT(*) AS n FROM deliveries "
+                "GROUP BY endpoint, state ORDER BY endpoint, state"
+            )
+            .fetchall()
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for row in rows:
+            counts.setdefault(row["endpoint"], {})[row["state"]] = row["n"]
+        return counts
+
+    # --- end deliveries ---
+
     def close(self) -> None:
         with self._connections_lock:
             connections, self._connections = self._connections, []
@@ -996,3 +1835,30 @@ class _Transaction:
                 self._connection.execute("ROLLBACK")
         finally:
             self._lock.release()
+
+
+# --- deliveries ---
+
+
+def _delivery_record(row: sqlite3.Row) -> DeliveryRecord:
+    def moment(value: str | None) -> datetime | None:
+        return datetime.fromisoformat(value) if value is not None else None
+
+    return DeliveryRecord(
+        id=row["id"],
+        lead_id=row["lead_id"],
+        endpoint=row["endpoint"],
+        webhook_id=row["webhook_id"],
+        thread_key=row["thread_key"],
+        state=row["state"],
+        attempts=row["attempts"],
+        next_attempt_at=datetime.fromisoformat(row["next_attempt_at"]),
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]),
+        delivered_at=moment(row["delivered_at"]),
+    )
+
+
+# --- end deliveries ---

@@ -20,13 +20,21 @@ import multiprocessing.connection
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from typing import Any
 
-from leadparse.server.store import Job, Outcome, ParseResult, Store, StoredMessage
+from leadparse.server import metrics
+from leadparse.server.store import (
+    Job,
+    NewDelivery,
+    Outcome,
+    ParseResult,
+    Store,
+    StoredMessage,
+)
 
 __all__ = ["WORKER_ACTOR", "WorkerPool", "default_processes", "parse_message"]
 
@@ -39,6 +47,22 @@ _WORKER_NICENESS = 10
 """Added to the worker processes' nice value (lower scheduling priority)."""
 
 _parser_cache: dict[str, Callable[..., Any]] = {}
+_policy_cache: dict[str, Any] = {}
+
+
+def _attachment_policy(root: str) -> Any:
+    """Return a parse policy that writes attachments to a FileSystemStore at *root*.
+
+    Cached per worker process, so the store folder is created once.
+    """
+    policy = _policy_cache.get(root)
+    if policy is None:
+        from leadparse.policy import Policy
+        from leadparse.store import FileSystemStore
+
+        policy = Policy(attachment_store=FileSystemStore(root))
+        _policy_cache[root] = policy
+    return policy
 
 
 def default_processes() -> int:
@@ -95,6 +119,7 @@ def parse_message(
     mail_from: str | None,
     rcpt_tos: tuple[str, ...],
     received_at: datetime,
+    attachment_root: str | None = None,
 ) -> ParseResult:
     """Parse one raw message into the :class:`ParseResult` the store records.
 
@@ -106,14 +131,21 @@ def parse_message(
         mail_from: envelope sender.
         rcpt_tos: envelope recipients.
         received_at: when the SMTP server accepted the message.
+        attachment_root: folder of a :class:`leadparse.store.FileSystemStore`
+            that receives the attachments; the parser then gets a ``policy``
+            argument with that store.
     """
     from leadparse.pipeline import Envelope
 
     parser = _load_parser(parser_path)
+    extra: dict[str, Any] = {}
+    if attachment_root is not None:
+        extra["policy"] = _attachment_policy(attachment_root)
     lead = parser(
         raw,
         envelope=Envelope(mail_from=mail_from, rcpt_tos=tuple(rcpt_tos)),
         received_at=received_at,
+        **extra,
     )
     return ParseResult(
         payload=lead.model_dump(mode="json"),
@@ -142,6 +174,12 @@ class WorkerPool:
             :meth:`notify` is not called.
         io_executor: thread pool for blocking store calls; the loop's default
             executor when ``None``.
+        attachment_root: folder where parses store attachments; ``None``
+            stores none.
+        route_deliveries: returns the webhook deliveries of a new lead; the
+            store creates them in the transaction that records the lead.
+        on_deliveries: called on the event loop after a lead with
+            deliveries is recorded, to wake the delivery worker.
     """
 
     def __init__(
@@ -153,7 +191,13 @@ class WorkerPool:
         max_attempts: int,
         poll_interval: float = 1.0,
         io_executor: Executor | None = None,
+        attachment_root: str | None = None,
+        route_deliveries: Callable[[ParseResult], Sequence[NewDelivery]] | None = None,
+        on_deliveries: Callable[[], None] | None = None,
     ) -> None:
+        self._route_deliveries = route_deliveries
+        self._on_deliveries = on_deliveries
+        self._attachment_root = attachment_root
         self._store = store
         self._processes = processes
         self._parser_path = parser_path
@@ -268,6 +312,7 @@ class WorkerPool:
                 message.mail_from,
                 message.rcpt_tos,
                 message.received_at,
+                self._attachment_root,
             )
         except BrokenProcessPool as exc:
             # A worker died (killed, or out of memory on this message). The
@@ -296,6 +341,9 @@ class WorkerPool:
             return
 
         outcome: Outcome = await self._io(self._complete, job, result)
+        metrics.PARSES.inc(outcome="success")
+        if outcome is Outcome.LEAD and self._on_deliveries is not None:
+            self._on_deliveries()
         logger.info(
             "parsed: request_id=%s kind=%s outcome=%s",
             job.request_id,
@@ -304,10 +352,18 @@ class WorkerPool:
         )
 
     def _complete(self, job: Job, result: ParseResult) -> Outcome:
-        return self._store.complete_job(job.id, result, actor=WORKER_ACTOR)
+        deliveries: Sequence[NewDelivery] = ()
+        if self._route_deliveries is not None:
+            deliveries = self._route_deliveries(result)
+        if not deliveries:
+            return self._store.complete_job(job.id, result, actor=WORKER_ACTOR)
+        return self._store.complete_job(
+            job.id, result, actor=WORKER_ACTOR, deliveries=deliveries
+        )
 
     def _fail(self, job: Job, error: str, retry: bool) -> None:
         self._store.fail_job(job.id, error, retry=retry)
+        metrics.PARSES.inc(outcome="retry" if retry else "failed")
         if not retry:
             logger.error(
                 "parse job failed permanently: request_id=%s attempts=%d; "
