@@ -272,3 +272,33 @@ def test_invalid_config_reported(
     assert result.exit_code == 1
     assert "storage.retention_days (from " in result.output
     assert "Input should be greater than 0 (got 0)" in result.output
+
+
+def test_serve_domain_and_port_options_set_smtp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import leadparse.server.app as app
+    from leadparse.cli import main as leadparse_main
+
+    seen: dict[str, object] = {}
+
+    async def fake_run_server(settings: object, role: str = "all") -> None:
+        seen["settings"] = settings
+        seen["role"] = role
+
+    monkeypatch.setattr(app, "run_server", fake_run_server)
+    result = CliRunner().invoke(
+        leadparse_main,
+        [
+            "serve", "--data-dir", str(tmp_path), "--smtp-port", "2626",
+            "--domain", "Leads.Example.net", "--accept", "sales@example.org",
+        ],
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    settings = seen["settings"]
+    assert settings.smtp.port == 2626  # type: ignore[attr-defined]
+    assert settings.smtp.accept == (  # type: ignore[attr-defined]
+        "sales@example.org",
+        "*@leads.example.net",
+    )

@@ -124,8 +124,35 @@ def _actor() -> str:
     help="Part to run: smtp receives and stores, worker parses, delivery sends "
     "webhooks, api serves HTTP; all runs smtp and worker in one process.",
 )
-@click.option("--host", default=None, help="Address to listen on (default: 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="TCP port (default: 2525).")
+@click.option(
+    "--host",
+    "--smtp-host",
+    "host",
+    default=None,
+    help="Address to listen on (default: 127.0.0.1).",
+)
+@click.option(
+    "--port",
+    "--smtp-port",
+    "port",
+    type=int,
+    default=None,
+    help="TCP port (default: 2525).",
+)
+@click.option(
+    "--domain",
+    "domains",
+    multiple=True,
+    help="Accept mail for every local part of this domain (adds *@DOMAIN to "
+    "smtp.accept); repeat for several.",
+)
+@click.option(
+    "--accept",
+    "accept",
+    multiple=True,
+    help="Accepted recipient pattern, *@domain or local@domain; repeat for several "
+    "(default: smtp.accept, $LEADPARSE_SMTP_ACCEPT).",
+)
 @click.option(
     "--workers",
     type=int,
@@ -188,6 +215,8 @@ def serve(
     role: str,
     host: str | None,
     port: int | None,
+    domains: tuple[str, ...],
+    accept: tuple[str, ...],
     workers: int | None,
     log_level: str | None,
     log_format: str | None,
@@ -212,6 +241,8 @@ def serve(
             "storage.url": database_url,
             "smtp.host": host,
             "smtp.port": port,
+            "smtp.accept": [*accept, *(f"*@{d.strip().lower()}" for d in domains)]
+            or None,
             "workers.processes": workers,
             "logging.level": log_level,
             "logging.format": log_format,
