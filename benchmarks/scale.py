@@ -1,18 +1,26 @@
 """End-to-end throughput and latency of the receiver on PostgreSQL and SQLite.
 
 Each configuration runs ``python -m leadparse.server serve`` processes on
-loopback: one SMTP receiver (``--role smtp``) and N parse-worker processes
-(``--role worker --workers 1``) sharing one PostgreSQL database, or one
-process with SQLite (``--role all --workers 1``). Sender threads deliver
-small lead messages over SMTP. The figures are:
+loopback: one SMTP receiver (``--role smtp``), N parse-worker processes
+(``--role worker --workers 1``) and one webhook sender (``--role delivery``)
+sharing one PostgreSQL database, or one process with SQLite (``--role all
+--workers 1``, which sends webhooks itself). Every process posts to one
+webhook endpoint, an aiohttp server on 127.0.0.1 in this process that
+verifies each signature and responds with 204. Sender threads deliver small lead
+messages over SMTP. The figures are:
 
 - leads/s: messages divided by the seconds from the first send to the last
-  recorded parse;
-- p50 and p99 latency: from the 250 reply to the audit log's parse entry,
-  both taken from this host's wall clock.
+  webhook answered 2xx;
+- p50 and p99 latency: from the 250 reply to the endpoint's 2xx response
+  for the same request id, both taken from this host's wall clock. When the
+  senders offer mail faster than the workers parse it, most of this is time
+  spent waiting in the job queue.
 
-The end point is the parsed lead, not a webhook 2xx: the parse-worker role
-does not create webhook deliveries yet.
+Webhook settings: no rate limit (the default of 10 requests per second
+would cap every run at 10 leads/s), the default concurrency of 4 requests
+per endpoint, batch size 1, and ``--delivery-poll`` seconds between polls.
+On PostgreSQL the delivery process finds new deliveries only by polling,
+so the poll interval adds up to that many seconds to the latency.
 
 Usage: python benchmarks/scale.py [--messages 1000] [--senders 4]
 PostgreSQL comes from LEADPARSE_TEST_DATABASE_URL, or a throwaway cluster is
@@ -22,6 +30,8 @@ started as in the tests (see tests/server/pg_support.py).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import os
 import platform
 import re
@@ -40,12 +50,76 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests" / "server")]
 
 import pg_support  # noqa: E402
+from aiohttp import web  # noqa: E402
 from server_support import lead_message  # noqa: E402
 
-from leadparse.server.store import Store  # noqa: E402
+from leadparse.webhooks import WebhookVerificationError, verify  # noqa: E402
 
 _PORT_LINE = re.compile(r"leadparse server running: .* port=(\d+)")
 _QUEUED = re.compile(r"queued as ([0-9a-f]{32})")
+SECRET = "whsec_" + base64.b64encode(b"scale-benchmark-secret-32-bytes!").decode()
+
+
+class WebhookEndpoint:
+    """A webhook endpoint on 127.0.0.1, served by aiohttp in its own thread.
+
+    A verified request gets a 204 response, and the wall-clock time of that
+    response is stored under the request's ``X-Leadparse-Request-Id``. A
+    request that fails verification gets 401 and is counted in ``rejected``.
+    """
+
+    def __init__(self) -> None:
+        self.answered: dict[str, float] = {}
+        self.requests = 0
+        self.rejected = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    def start(self) -> str:
+        """Start the server; return its URL."""
+        self._thread.start()
+        return asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            cleanup = self._runner.cleanup()
+            asyncio.run_coroutine_threadsafe(cleanup, self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        return f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            verify(request.headers, body, [SECRET])
+        except WebhookVerificationError:
+            self.rejected += 1
+            return web.Response(status=401)
+        self.requests += 1
+        request_id = request.headers.get("X-Leadparse-Request-Id", "")
+        # Only the first response time is kept, so a repeated delivery of the
+        # same lead increments `requests` and nothing else.
+        self.answered.setdefault(request_id, time.time())
+        return web.Response(status=204)
+
+
+def _webhook_env(url: str, poll_interval: float) -> dict[str, str]:
+    return {
+        "LEADPARSE_WEBHOOKS_URL": url,
+        "LEADPARSE_WEBHOOKS_SECRETS": SECRET,
+        "LEADPARSE_WEBHOOKS_ALLOW_HTTP_LOOPBACK": "true",
+        "LEADPARSE_WEBHOOKS_RATE_LIMIT": "0",
+        "LEADPARSE_WEBHOOKS_POLL_INTERVAL": str(poll_interval),
+    }
 
 
 def _start(
@@ -111,9 +185,9 @@ def _send(port: int, indexes: list[int], sent: dict[str, float]) -> None:
             sent[match.group(1)] = accepted_at
 
 
-def _measure(store: Store, port: int, messages: int, senders: int, offset: int) -> str:
+def _measure(endpoint: WebhookEndpoint, port: int, messages: int, senders: int) -> str:
     sent: dict[str, float] = {}
-    indexes = list(range(offset, offset + messages))
+    indexes = list(range(messages))
     threads = [
         threading.Thread(target=_send, args=(port, indexes[n::senders], sent))
         for n in range(senders)
@@ -124,29 +198,32 @@ def _measure(store: Store, port: int, messages: int, senders: int, offset: int) 
     for thread in threads:
         thread.join()
     deadline = time.monotonic() + 600
+    answered: dict[str, float] = {}
     while time.monotonic() < deadline:
-        if store.stats().jobs_by_state.get("done", 0) >= messages:
+        # A copy, because the endpoint's thread adds entries meanwhile.
+        answered = dict(endpoint.answered)
+        if len(answered.keys() & sent.keys()) >= messages:
             break
-        time.sleep(0.1)
-    parsed = {
-        entry.request_id: entry.at.timestamp()
-        for entry in store.audit_entries(action="parse")
-        if entry.request_id in sent
-    }
-    if len(parsed) != messages:
-        raise RuntimeError(f"only {len(parsed)} of {messages} messages were parsed")
-    elapsed = max(parsed.values()) - started
-    latencies = sorted(parsed[key] - sent[key] for key in sent)
+        time.sleep(0.05)
+    delivered = {key: at for key, at in answered.items() if key in sent}
+    if len(delivered) != messages:
+        raise RuntimeError(
+            f"only {len(delivered)} of {messages} messages reached the webhook "
+            "endpoint within 600 s"
+        )
+    elapsed = max(delivered.values()) - started
+    latencies = sorted(delivered[key] - sent[key] for key in sent)
     p50 = statistics.median(latencies)
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     return (
         f"{messages / elapsed:8.1f} leads/s   p50 {p50 * 1000:7.1f} ms   "
-        f"p99 {p99 * 1000:7.1f} ms   ({messages} messages in {elapsed:.1f} s)"
+        f"p99 {p99 * 1000:7.1f} ms   ({messages} messages in {elapsed:.1f} s, "
+        f"{endpoint.requests} webhook requests, {endpoint.rejected} rejected)"
     )
 
 
 def _run_postgres(
-    url: str, workers: int, messages: int, senders: int, work: Path
+    url: str, workers: int, messages: int, senders: int, work: Path, poll: float
 ) -> str:
     import psycopg
 
@@ -156,42 +233,48 @@ def _run_postgres(
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(f"CREATE SCHEMA {schema}")
     schema_url = pg_support.with_schema(url, schema)
+    # Opening the store applies the schema once, before the processes start.
     store = PostgresStore(schema_url, pool_size=2)
-    env = {"LEADPARSE_STORAGE_URL": schema_url, "LEADPARSE_STORAGE_POOL_SIZE": "4"}
+    endpoint = WebhookEndpoint()
     processes: list[subprocess.Popen[bytes]] = []
     try:
+        env = {
+            "LEADPARSE_STORAGE_URL": schema_url,
+            "LEADPARSE_STORAGE_POOL_SIZE": "4",
+            **_webhook_env(endpoint.start(), poll),
+        }
         smtp_log = work / f"pg{workers}-smtp.log"
         processes.append(_start(["--role", "smtp"], env, smtp_log))
         port = _wait_port(processes[0], smtp_log)
-        for n in range(workers):
-            log = work / f"pg{workers}-worker{n}.log"
-            processes.append(_start(["--role", "worker", "--workers", "1"], env, log))
+        roles = [["--role", "worker", "--workers", "1"]] * workers
+        roles.append(["--role", "delivery"])
+        for n, role in enumerate(roles):
+            log = work / f"pg{workers}-{role[1]}{n}.log"
+            processes.append(_start(role, env, log))
             _wait_port(processes[-1], log)
-        return _measure(store, port, messages, senders, offset=0)
+        return _measure(endpoint, port, messages, senders)
     finally:
         _stop(processes)
+        endpoint.stop()
         store.close()
         with psycopg.connect(url, autocommit=True) as connection:
             connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def _run_sqlite(messages: int, senders: int, work: Path) -> str:
-    from leadparse.server.store import SQLiteStore
-
+def _run_sqlite(messages: int, senders: int, work: Path, poll: float) -> str:
     data_dir = work / "sqlite-data"
     log = work / "sqlite.log"
-    process = _start(
-        ["--role", "all", "--workers", "1", "--data-dir", str(data_dir)], {}, log
-    )
+    endpoint = WebhookEndpoint()
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        port = _wait_port(process, log)
-        store = SQLiteStore(data_dir)
-        try:
-            return _measure(store, port, messages, senders, offset=0)
-        finally:
-            store.close()
+        env = _webhook_env(endpoint.start(), poll)
+        args = ["--role", "all", "--workers", "1", "--data-dir", str(data_dir)]
+        processes.append(_start(args, env, log))
+        port = _wait_port(processes[0], log)
+        return _measure(endpoint, port, messages, senders)
     finally:
-        _stop([process])
+        _stop(processes)
+        endpoint.stop()
 
 
 def main() -> None:
@@ -200,6 +283,12 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=4, help="SMTP client threads")
     parser.add_argument(
         "--workers", default="1,2,4", help="worker process counts on PostgreSQL"
+    )
+    parser.add_argument(
+        "--delivery-poll",
+        type=float,
+        default=1.0,
+        help="webhooks.poll_interval in seconds (default 1.0, the product default)",
     )
     args = parser.parse_args()
 
@@ -217,7 +306,7 @@ def main() -> None:
     print(
         f"CPU cores: {len(os.sched_getaffinity(0))}, Python {platform.python_version()}, "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {args.messages} messages per run, "
-        f"{args.senders} SMTP sessions"
+        f"{args.senders} SMTP sessions, webhook poll interval {args.delivery_poll:g} s"
     )
     if cluster is not None:
         print("PostgreSQL: throwaway local cluster with fsync=off (not durable)")
@@ -225,11 +314,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="leadparse-scale-") as folder:
             work = Path(folder)
             for workers in (int(n) for n in args.workers.split(",")):
-                figures = _run_postgres(url, workers, args.messages, args.senders, work)
-                print(f"postgresql  {workers} worker(s): {figures}")
-            print(
-                f"sqlite      1 worker   : {_run_sqlite(args.messages, args.senders, work)}"
-            )
+                figures = _run_postgres(
+                    url, workers, args.messages, args.senders, work, args.delivery_poll
+                )
+                print(
+                    f"postgresql  {workers} worker(s) + 1 delivery: {figures}",
+                    flush=True,
+                )
+            figures = _run_sqlite(args.messages, args.senders, work, args.delivery_poll)
+            print(f"sqlite      1 worker, delivery in process: {figures}")
     finally:
         if cluster is not None:
             cluster.stop()
