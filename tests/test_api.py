@@ -146,3 +146,16 @@ def test_envelope_mapping_sets_channel() -> None:
     assert lead.channel.source_address == "demos+q3@leads.example.com"
     assert lead.channel.plus_tag == "q3"
     assert lead.channel.campaign == "q3"
+
+
+def test_envelope_with_undecodable_bytes_still_serializes() -> None:
+    lead = parse_lead(
+        message("From: a@example.org"),
+        envelope={
+            "mail_from": "x@example.org",
+            "rcpt_tos": ["jos\udce9@leads.example.com"],
+        },
+    )
+
+    assert lead.channel.source_address == "jos\ufffd@leads.example.com"
+    assert "jos" in lead.model_dump_json()

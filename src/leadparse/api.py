@@ -40,12 +40,27 @@ def _check_is_email(raw: bytes) -> None:
 
 
 def _envelope(value: Envelope | Mapping[str, Any] | None) -> Envelope | None:
-    if value is None or isinstance(value, Envelope):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, Envelope):
+        return Envelope(
+            mail_from=_clean_text(value.mail_from) if value.mail_from else None,
+            rcpt_tos=tuple(_clean_text(item) for item in value.rcpt_tos),
+        )
     rcpt = value.get("rcpt_tos") or value.get("rcpt_to") or ()
     if isinstance(rcpt, str):
         rcpt = (rcpt,)
-    return Envelope(mail_from=value.get("mail_from"), rcpt_tos=tuple(rcpt))
+    mail_from = value.get("mail_from")
+    return Envelope(
+        mail_from=_clean_text(mail_from) if isinstance(mail_from, str) else None,
+        rcpt_tos=tuple(_clean_text(str(item)) for item in rcpt),
+    )
+
+
+def _clean_text(value: str) -> str:
+    # Envelope strings decoded with surrogateescape carry lone surrogates for
+    # bytes that were not UTF-8; they would make the lead unserializable.
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def parse_lead(

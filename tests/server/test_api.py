@@ -182,6 +182,9 @@ def test_ack_rejects_invalid_bodies(api: Any) -> None:
     too_many = http("POST", url, token=READER_TOKEN, body={"ids": ["x"] * 1001})
     assert too_many.status == 400
     assert too_many.json()["error"]["code"] == "too_many_ids"
+    nested = http("POST", url, token=READER_TOKEN, raw_body=b"[" * 100_000)
+    assert nested.status == 400
+    assert nested.json()["error"]["code"] == "invalid_json"
 
 
 def test_list_rejects_bad_cursor_and_limit(api: Any) -> None:
@@ -194,6 +197,10 @@ def test_list_rejects_bad_cursor_and_limit(api: Any) -> None:
         http("GET", f"{base_url}/v1/leads?cursor={foreign}", token=READER_TOKEN).status
         == 400
     )
+    huge = base64.urlsafe_b64encode(b"v1:99999999999999999999999999").decode()
+    overflow = http("GET", f"{base_url}/v1/leads?cursor={huge}", token=READER_TOKEN)
+    assert overflow.status == 400
+    assert overflow.json()["error"]["code"] == "invalid_cursor"
     assert http("GET", f"{base_url}/v1/leads?limit=0", token=READER_TOKEN).status == 400
     over = http("GET", f"{base_url}/v1/leads?limit=1001", token=READER_TOKEN)
     assert over.status == 400

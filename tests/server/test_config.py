@@ -136,3 +136,12 @@ def test_invalid_toml_reported(tmp_path: Path) -> None:
     config.write_text("[smtp\nport = 1\n")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_settings(config, env={})
+
+
+def test_short_api_token_stops_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least 16 characters") as caught:
+        load_settings(
+            None, overrides={"api.token": "short", "storage.data_dir": tmp_path}
+        )
+
+    assert "short" not in str(caught.value)

@@ -178,6 +178,8 @@ def test_listed_domain_accepts_only_listed_mailboxes(start_server: StartServer) 
         assert code == 550
         assert reply.startswith(b"5.1.1")
         assert client.rcpt("anything@LEADS.test")[0] == 250
+        assert client.rcpt("postmaster")[0] == 250
+        assert client.rcpt("webmaster")[0] == 550
 
 
 def test_recipient_limit_answers_452(start_server: StartServer) -> None:
@@ -581,3 +583,33 @@ def test_parse_failure_retried_then_failed(
     text = "\n".join(record.getMessage() for record in caplog.records)
     assert f"parse job failed permanently: request_id={request_id} attempts=2" in text
     assert "cannot parse" not in text
+
+
+@pytest.mark.parametrize(
+    ("commands", "expected"),
+    [
+        (
+            b"MAIL FROM:<\xff\xfe@example.test>\r\n",
+            ["220", "250", "553"],
+        ),
+        (
+            b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<jos\xe9@leads.test>\r\n",
+            ["220", "250", "250", "553"],
+        ),
+    ],
+    ids=["mail-from", "rcpt-to"],
+)
+def test_non_utf8_address_rejected_permanently(
+    start_server: StartServer, commands: bytes, expected: list[str]
+) -> None:
+    server = start_server()
+
+    replies = _raw_session(
+        server.port, b"EHLO client.test\r\n" + commands + b"QUIT\r\n"
+    )
+
+    codes = [line[:3] for line in replies if line[3:4] == " "]
+    assert codes == [*expected, "221"]
+    store = server.open_store()
+    assert store.message_ids() == []
+    store.close()

@@ -173,7 +173,8 @@ def decode_cursor(cursor: str) -> int:
             "cursor is not valid; pass a next_cursor value from a previous "
             "response, or no cursor to start at the oldest lead",
         ) from None
-    if lead_id < 0:
+    # Row ids are SQLite and PostgreSQL 64-bit integers.
+    if not 0 <= lead_id < 2**63:
         raise ApiError(400, "invalid_cursor", "cursor is not valid")
     return lead_id
 
@@ -307,7 +308,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         )
     try:
         body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")

@@ -122,7 +122,7 @@ def _actor() -> str:
     default="all",
     show_default=True,
     help="Part to run: smtp receives and stores, worker parses, delivery sends "
-    "webhooks, api serves HTTP; all runs smtp and worker in one process.",
+    "webhooks, api serves HTTP; all runs every part in one process.",
 )
 @click.option(
     "--host",

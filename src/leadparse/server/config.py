@@ -392,6 +392,15 @@ class ApiSettings(_Section):
             )
         return value
 
+    @field_validator("token")
+    @classmethod
+    def _check_token_length(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here, at load, so a short token stops start-up instead of
+        # switching the API off when the token list is built later.
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("token must be at least 16 characters long")
+        return value
+
     @model_validator(mode="after")
     def _check_sizes(self) -> ApiSettings:
         if self.page_size > self.max_page_size:

@@ -146,6 +146,9 @@ class RecipientPolicy:
         ``"mailbox"`` (the domain is served but not this local part).
         Local parts compare case-insensitively and without a ``+tag``.
         """
+        # RFC 5321 section 4.5.1: "postmaster" with no domain must be accepted.
+        if address.casefold() == "postmaster":
+            return None
         local, at, domain = address.rpartition("@")
         if not at or not local:
             return "relay"
@@ -170,6 +173,13 @@ def _normalize_domain(domain: str) -> str:
         return domain.encode("idna").decode("ascii")
     except UnicodeError:
         return domain
+
+
+def _has_invalid_utf8(address: str) -> bool:
+    # aiosmtpd decodes command lines as UTF-8 with surrogateescape, so bytes
+    # that are not UTF-8 arrive as lone surrogates; they cannot be stored or
+    # sent on, and a client must not get a 250 for them.
+    return any("\udc80" <= char <= "\udcff" for char in address)
 
 
 class MessageWriter:
@@ -260,6 +270,10 @@ class LeadHandler:
         mail_options: list[str],
     ) -> str:
         """Start a transaction and give it a new request id."""
+        if _has_invalid_utf8(address):
+            logger.info("rejected sender: reason=invalid_utf8_address")
+            # RFC 5321 section 4.2.3: 553 for a mailbox name not allowed.
+            return "553 5.1.7 Sender address is not valid UTF-8"
         envelope.request_id = new_request_id()  # type: ignore[attr-defined]
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -275,6 +289,12 @@ class LeadHandler:
     ) -> str:
         """Accept a served recipient. Reply 550 to any other and 452 past the limit."""
         request_id = getattr(envelope, "request_id", "-")
+        if _has_invalid_utf8(address):
+            logger.info(
+                "rejected recipient: request_id=%s reason=invalid_utf8_address",
+                request_id,
+            )
+            return "553 5.1.3 Recipient address is not valid UTF-8"
         if len(envelope.rcpt_tos) >= self._settings.max_recipients:
             logger.info(
                 "rejected recipient: request_id=%s reason=too_many_recipients",

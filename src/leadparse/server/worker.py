@@ -340,7 +340,21 @@ class WorkerPool:
             await self._io(self._fail, job, describe_error(exc), retry)
             return
 
-        outcome: Outcome = await self._io(self._complete, job, result)
+        try:
+            outcome: Outcome = await self._io(self._complete, job, result)
+        except Exception as exc:
+            # Recording the result failed (the store rejected it). The text of
+            # such errors can quote the lead, so only the type is logged, and
+            # the job is failed so that it neither hangs nor loops.
+            retry = job.attempts < self._max_attempts
+            logger.error(
+                "storing parse result failed: request_id=%s attempt=%d error=%s",
+                job.request_id,
+                job.attempts,
+                type(exc).__name__,
+            )
+            await self._io(self._fail, job, type(exc).__name__, retry)
+            return
         metrics.PARSES.inc(outcome="success")
         if outcome is Outcome.LEAD and self._on_deliveries is not None:
             self._on_deliveries()
