@@ -1,6 +1,6 @@
 """Classify the sisimai bounce corpus and compare with its manifest.
 
-The corpus is read from ``../shared/corpus`` next to the repository and is not
+The corpus is read from ``shared/corpus`` next to the repository folder and is not
 part of it; the tests skip when it is absent. Upstream expectations that are
 wrong for a lead product are overridden by ``benchmarks/quality_corrections.tsv``
 (file, field, corrected value, reason). A corrected value of ``-`` means the

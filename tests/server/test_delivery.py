@@ -334,6 +334,12 @@ def test_dead_letter_then_replay_same_id(
     store: SQLiteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="leadparse.server.delivery")
+    from leadparse.server import metrics
+
+    retries_before = metrics.WEBHOOK_RETRIES.value()
+    dead_before = metrics.WEBHOOK_DEAD_LETTERS.value()
+    failed_before = metrics.WEBHOOK_DELIVERY_SECONDS.count(outcome="failed")
+    delivered_before = metrics.WEBHOOK_DELIVERY_SECONDS.count(outcome="delivered")
 
     async def scenario(consumer: Consumer, url: str, clock: FakeClock) -> None:
         endpoints = _endpoints(url, schedule=[5, 30])
@@ -368,6 +374,13 @@ def test_dead_letter_then_replay_same_id(
 
     _run(scenario)
 
+    assert metrics.WEBHOOK_RETRIES.value() - retries_before == 2
+    assert metrics.WEBHOOK_DEAD_LETTERS.value() - dead_before == 1
+    assert metrics.WEBHOOK_DELIVERY_SECONDS.count(outcome="failed") - failed_before == 3
+    assert (
+        metrics.WEBHOOK_DELIVERY_SECONDS.count(outcome="delivered") - delivered_before
+        == 1
+    )
     messages = [record.getMessage() for record in caplog.records]
     retries = [m for m in messages if m.startswith("webhook retry:")]
     assert len(retries) == 2

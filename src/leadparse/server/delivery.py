@@ -36,6 +36,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
 from leadparse._version import __version__
+from leadparse.server import metrics
 from leadparse.server.config import Settings, WebhookEndpoint, is_loopback_host
 from leadparse.server.store import (
     Delivery,
@@ -583,7 +584,12 @@ class DeliveryWorker:
         if status is not None and error is None and not 200 <= status < 300:
             error = f"HTTP {status}"
         ids = [delivery.id for delivery in batch]
-        if status is not None and 200 <= status < 300:
+        delivered = status is not None and 200 <= status < 300
+        metrics.WEBHOOK_DELIVERY_SECONDS.observe(
+            attempt.duration_ms / 1000,
+            outcome="delivered" if delivered else "failed",
+        )
+        if delivered:
             self._store.record_attempt(
                 ids,
                 at=now,
@@ -636,6 +642,7 @@ class DeliveryWorker:
                     error=error,
                     duration_ms=attempt.duration_ms,
                 )
+                metrics.WEBHOOK_DEAD_LETTERS.inc()
                 logger.error(
                     "webhook dead-lettered: delivery_id=%d webhook_id=%s "
                     "endpoint=%s attempts=%d status=%s error=%s; replay with "
@@ -658,6 +665,7 @@ class DeliveryWorker:
                 duration_ms=attempt.duration_ms,
                 next_attempt_at=now + timedelta(seconds=delay),
             )
+            metrics.WEBHOOK_RETRIES.inc()
             logger.warning(
                 "webhook retry: delivery_id=%d webhook_id=%s endpoint=%s attempt=%d "
                 "status=%s error=%s next_in=%.1fs",
