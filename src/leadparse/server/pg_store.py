@@ -19,6 +19,10 @@ machines can use one database at once:
 
 The schema comes from :data:`leadparse.server.store.MIGRATIONS`, written for
 SQLite; :func:`translate_statement` turns each statement into PostgreSQL.
+
+NOTE: many method bodies repeat SQLiteStore's with PostgreSQL placeholders
+and locking; a change to one backend's SQL must be made in the other, and the
+shared store tests run on both to catch a miss.
 """
 
 from __future__ import annotations
