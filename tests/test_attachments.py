@@ -526,3 +526,33 @@ def test_message_wrapping_message_lists_every_level() -> None:
         ("deepest.eml", "2.1.1.1.1"),
     ]
     assert lead.defects == []
+
+
+def test_uuencode_line_with_non_ascii_is_damaged_not_fatal() -> None:
+    raw = (
+        b"From: a@example.org\nContent-Type: text/plain; charset=utf-8\n\n"
+        b"hello\nbegin 644 a.txt\nM\xc3\xa9\xc3\xa9abc\nend\n"
+    )
+
+    lead = parse_lead(raw)
+
+    assert [a.filename for a in lead.attachments] == ["a.txt"]
+    assert [d.code for d in lead.defects] == ["uuencode_damaged"]
+
+
+def test_attached_message_that_cannot_reserialize_is_listed() -> None:
+    from email.message import Message
+
+    from leadparse.attachments import _serialize
+    from leadparse.decode import parse_mime
+
+    class Unprintable(Message):
+        def as_bytes(self, *args: object, **kwargs: object) -> bytes:
+            raise UnicodeEncodeError("ascii", "\ufffd", 0, 1, "cannot encode")
+
+    inner = parse_mime(b"From: b@example.org\nSubject: inner\n\nbody text\n")
+    inner.__class__ = Unprintable
+
+    data = _serialize(inner)
+
+    assert data == b"From: b@example.org\nSubject: inner\n\nbody text\n"

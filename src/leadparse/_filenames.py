@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from email.errors import HeaderParseError
 from email.header import decode_header
 from email.message import Message
 
@@ -101,7 +102,7 @@ def decode_filename(value: str) -> str:
     pieces: list[str] = []
     try:
         decoded = decode_header(value)
-    except (ValueError, LookupError):
+    except (ValueError, LookupError, HeaderParseError):
         return value
     for chunk, charset in decoded:
         if isinstance(chunk, str):

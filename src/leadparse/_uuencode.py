@@ -32,14 +32,14 @@ def _decode_line(line: str) -> bytes | None:
         return b""
     try:
         return binascii.a2b_uu(line)
-    except binascii.Error:
+    except (binascii.Error, ValueError):
         pass
     # Some encoders pad lines wrongly: cut the line to the length its first
     # character announces and retry, as uudecode implementations do.
     length = (ord(line[0]) - 32) & 63
     try:
         return binascii.a2b_uu(line[: (length * 4 + 5) // 3])
-    except binascii.Error:
+    except (binascii.Error, ValueError):
         return None
 
 

@@ -8,6 +8,7 @@ parts: attached messages (message/rfc822), Outlook's winmail.dat
 
 from __future__ import annotations
 
+import email.errors
 import hashlib
 import io
 import logging
@@ -470,13 +471,15 @@ class _Collector:
         """List a machine-readable report part as one text attachment."""
         payload = part.get_payload()
         if isinstance(payload, list):
-            text = "\n".join(
-                child.as_string() if isinstance(child, Message) else str(child)
+            data = b"\n".join(
+                _serialize(child)
+                if isinstance(child, Message)
+                else str(child).encode("utf-8", "surrogateescape")
                 for child in payload
             )
         else:
             text = payload if isinstance(payload, str) else ""
-        data = text.encode("utf-8", "surrogateescape")
+            data = text.encode("utf-8", "surrogateescape")
         self.draft.lead.attachments.append(
             Attachment(
                 filename=part_filename(part),
@@ -618,12 +621,33 @@ def _children(part: Message) -> list[Message]:
     )
 
 
+def _serialize(message: Message) -> bytes:
+    # The stdlib generator re-encodes headers and can raise on what the
+    # parser accepted (8-bit text in a charset that cannot hold it, a header
+    # that looks like two). The raw header lines and payload are the fallback.
+    try:
+        return message.as_bytes()
+    except (UnicodeError, LookupError, ValueError, email.errors.MessageError):
+        pass
+    head = "".join(f"{name}: {value}\n" for name, value in message.raw_items())
+    payload = getattr(message, "_payload", None)
+    if isinstance(payload, list):
+        body = b"\n".join(
+            _serialize(child) for child in payload if isinstance(child, Message)
+        )
+    elif isinstance(payload, str):
+        body = payload.encode("utf-8", "surrogateescape")
+    else:
+        body = b""
+    return head.encode("utf-8", "surrogateescape") + b"\n" + body
+
+
 def _inner_message(part: Message) -> tuple[Message, bytes]:
     """Return the message inside a message/rfc822 part and its bytes."""
     children = _children(part)
     if children:
         inner = children[0]
-        return inner, inner.as_bytes()
+        return inner, _serialize(inner)
     # RFC 2046 section 5.2.1 allows only 7bit, 8bit or binary here, but
     # senders base64-encode attached messages; the parser then leaves a string.
     data, _problem = decode_transfer_encoding(part)

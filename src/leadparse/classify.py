@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.message import Message
 
@@ -236,7 +237,7 @@ def _header(message: Message, name: str) -> str:
 
     try:
         return str(make_header(decode_header(text)))
-    except (LookupError, UnicodeError, ValueError):
+    except (LookupError, UnicodeError, ValueError, HeaderParseError):
         return text
 
 
