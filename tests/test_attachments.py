@@ -556,3 +556,26 @@ def test_attached_message_that_cannot_reserialize_is_listed() -> None:
     data = _serialize(inner)
 
     assert data == b"From: b@example.org\nSubject: inner\n\nbody text\n"
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    [
+        b"attachment; filename*=utf\x00-8''a%20b.txt",
+        b'attachment; filename="=?wind\x00ws-1252?q?a_b.txt?="',
+    ],
+    ids=["rfc2231-charset", "rfc2047-charset"],
+)
+def test_filename_with_nul_in_charset_is_kept(disposition: bytes) -> None:
+    raw = (
+        b"From: a@example.org\nContent-Type: multipart/mixed; boundary=b\n\n"
+        b"--b\nContent-Type: text/plain\n\nhello\n"
+        b"--b\nContent-Type: application/octet-stream\n"
+        b"Content-Disposition: " + disposition + b"\n\nxyz\n--b--\n"
+    )
+
+    lead = parse_lead(raw)
+
+    assert len(lead.attachments) == 1
+    assert lead.attachments[0].filename is not None
+    assert "stage_failed" not in [d.code for d in lead.defects]

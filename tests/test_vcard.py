@@ -78,3 +78,10 @@ def test_vcard_without_card_gives_no_contact() -> None:
 
     assert result.contact is None
     assert result.dropped_lines == 2
+
+
+def test_vcard_charset_with_nul_falls_back() -> None:
+    from leadparse._vcard import decode_vcard_bytes
+
+    assert decode_vcard_bytes("Jürgen".encode(), "utf\x00-8") == "Jürgen"
+    assert decode_vcard_bytes(b"J\xfcrgen", "bogus\x00") == "Jürgen"

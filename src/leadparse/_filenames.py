@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from email.errors import HeaderParseError
+from email.errors import MessageError
 from email.header import decode_header
 from email.message import Message
 
@@ -28,18 +28,30 @@ def part_filename(part: Message) -> str | None:
     continuations and charsets are collapsed by the stdlib before decoding.
     """
     part = _with_decoded_8bit_params(part)
-    raw = part.get_filename()
+    try:
+        raw = part.get_filename()
+    except (ValueError, LookupError, MessageError):
+        # collapse_rfc2231_value() raises on a charset name the codec registry
+        # rejects; the undecoded parameter value is still a name.
+        raw = _raw_param(part, "filename", "content-disposition")
     if raw is None:
         name = part.get_param("name")
         if isinstance(name, tuple):
             # An RFC 2231 (charset, language, value) triple.
             charset, _language, value = name
-            raw = _decode_rfc2231_value(value, charset)
+            raw = _decode_rfc2231_value(str(value), charset)
         elif isinstance(name, str):
             raw = name
     if raw is None:
         return None
     return sanitize_filename(decode_filename(raw))
+
+
+def _raw_param(part: Message, name: str, header: str) -> str | None:
+    value = part.get_param(name, header=header)
+    if isinstance(value, tuple):
+        return str(value[2])
+    return value if isinstance(value, str) else None
 
 
 def _with_decoded_8bit_params(part: Message) -> Message:
@@ -68,10 +80,13 @@ def _with_decoded_8bit_params(part: Message) -> Message:
 
 
 def _decode_rfc2231_value(value: str, charset: str | None) -> str:
-    data = value.encode("latin-1", "surrogateescape")
+    try:
+        data = value.encode("latin-1", "surrogateescape")
+    except UnicodeEncodeError:
+        return value
     try:
         return data.decode(charset or "us-ascii")
-    except (LookupError, UnicodeDecodeError):
+    except (LookupError, ValueError):
         return _decode_8bit(data)
 
 
@@ -102,7 +117,7 @@ def decode_filename(value: str) -> str:
     pieces: list[str] = []
     try:
         decoded = decode_header(value)
-    except (ValueError, LookupError, HeaderParseError):
+    except (ValueError, LookupError, MessageError):
         return value
     for chunk, charset in decoded:
         if isinstance(chunk, str):
@@ -110,7 +125,7 @@ def decode_filename(value: str) -> str:
             continue
         try:
             pieces.append(chunk.decode(charset or "us-ascii"))
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, ValueError):
             pieces.append(_decode_8bit(chunk))
     return "".join(pieces)
 

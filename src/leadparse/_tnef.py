@@ -37,7 +37,7 @@ def _to_text(value: object, codepage: str) -> str | None:
     if isinstance(value, bytes):
         try:
             text = value.decode(codepage)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, ValueError):
             text = value.decode("cp1252", "replace")
     elif isinstance(value, str):
         text = value

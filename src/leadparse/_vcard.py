@@ -54,7 +54,9 @@ def decode_vcard_bytes(data: bytes, charset: str | None) -> str:
             continue
         try:
             return data.decode(candidate)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, ValueError):
+            # ValueError covers UnicodeDecodeError and a charset name the
+            # codec registry rejects outright (one containing NUL).
             continue
     return data.decode("cp1252", "replace")
 

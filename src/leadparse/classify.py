@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
-from email.errors import HeaderParseError
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.message import Message
 
@@ -237,7 +237,7 @@ def _header(message: Message, name: str) -> str:
 
     try:
         return str(make_header(decode_header(text)))
-    except (LookupError, UnicodeError, ValueError, HeaderParseError):
+    except (LookupError, UnicodeError, ValueError, MessageError):
         return text
 
 
