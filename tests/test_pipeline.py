@@ -220,3 +220,19 @@ def test_default_with_plugins_places_stages() -> None:
     assert pipeline.names[-2:] == ["acme_other", "identity"]
     lead = parse_lead(message("From: a@example.org"), pipeline=pipeline)
     assert lead.extracted.intent == ["acme"]
+
+
+def test_surrogates_from_a_stage_are_scrubbed() -> None:
+    @stage("leaky")
+    def leaky(draft: MessageDraft, policy: Policy) -> MessageDraft:
+        draft.lead.extracted.company = "Caf\udce9"
+        draft.add_defect("custom", "quoted \udcff input")
+        return draft
+
+    pipeline = Pipeline.default().insert_before("identity", leaky)
+    lead = parse_lead(message("From: a@example.org"), pipeline=pipeline)
+
+    assert lead.extracted.company == "Caf\ufffd"
+    assert [d.code for d in lead.defects] == ["custom", "undecodable_text"]
+    assert lead.defects[0].message == "quoted \ufffd input"
+    assert "Caf" in lead.model_dump_json()

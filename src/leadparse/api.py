@@ -9,9 +9,11 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic_core import PydanticSerializationError
+
 from leadparse._version import __version__
 from leadparse.errors import DefectError, NotEmailError
-from leadparse.model import Lead, Provenance
+from leadparse.model import Defect, Lead, Provenance
 from leadparse.pipeline import Envelope, MessageDraft, Pipeline
 from leadparse.policy import Policy
 
@@ -61,6 +63,33 @@ def _clean_text(value: str) -> str:
     # Envelope strings decoded with surrogateescape carry lone surrogates for
     # bytes that were not UTF-8; they would make the lead unserializable.
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if isinstance(value, list):
+        return [_scrub(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _scrub(item) for key, item in value.items()}
+    return value
+
+
+def _serializable(lead: Lead) -> Lead:
+    """Return *lead* unchanged if it encodes as JSON, else with lone surrogates
+    (undecodable input bytes that a stage let through) replaced by U+FFFD."""
+    try:
+        lead.model_dump_json()
+    except (UnicodeError, PydanticSerializationError):
+        scrubbed = _scrub(lead.model_dump(mode="python", by_alias=True))
+        lead = Lead.model_validate(scrubbed)
+        lead.defects.append(
+            Defect(
+                code="undecodable_text",
+                message="text with undecodable bytes was replaced by U+FFFD",
+            )
+        )
+    return lead
 
 
 def parse_lead(
@@ -127,6 +156,7 @@ def parse_lead(
         pipeline = Pipeline(pipeline)
 
     lead = pipeline.run(draft, policy).lead
+    lead = _serializable(lead)
     if policy.strict and lead.defects:
         raise DefectError(list(lead.defects), lead)
     return lead

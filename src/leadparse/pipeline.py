@@ -99,6 +99,9 @@ class MessageDraft:
 
     def add_defect(self, code: str, message: str, part: str | None = None) -> None:
         """Record a defect on the lead, once per code, message and part."""
+        # Messages can quote raw input, whose undecodable bytes arrive as lone
+        # surrogates that no JSON encoder accepts.
+        message = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         defect = Defect(code=code, message=message, part=part)
         if defect not in self.lead.defects:
             self.lead.defects.append(defect)
