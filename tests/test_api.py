@@ -159,3 +159,13 @@ def test_envelope_with_undecodable_bytes_still_serializes() -> None:
 
     assert lead.channel.source_address == "jos\ufffd@leads.example.com"
     assert "jos" in lead.model_dump_json()
+
+
+def test_utf7_lone_surrogate_is_replaced() -> None:
+    raw = b"From: a@example.org\nContent-Type: text/plain; charset=utf-7\n\na +2HI- b\n"
+
+    lead = parse_lead(raw)
+
+    assert lead.body_text == "a \ufffd b"
+    assert [d.code for d in lead.defects] == ["undecodable_text"]
+    assert "a \ufffd b" in lead.model_dump_json()

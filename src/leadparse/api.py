@@ -14,7 +14,7 @@ from pydantic_core import PydanticSerializationError
 from leadparse._version import __version__
 from leadparse.errors import DefectError, NotEmailError
 from leadparse.model import Defect, Lead, Provenance
-from leadparse.pipeline import Envelope, MessageDraft, Pipeline
+from leadparse.pipeline import Envelope, MessageDraft, Pipeline, replace_surrogates
 from leadparse.policy import Policy
 
 __all__ = ["parse_lead"]
@@ -67,7 +67,7 @@ def _clean_text(value: str) -> str:
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return replace_surrogates(value)
     if isinstance(value, list):
         return [_scrub(item) for item in value]
     if isinstance(value, dict):

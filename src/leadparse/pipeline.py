@@ -9,6 +9,7 @@ through ``policy.attachment_store``).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -101,10 +102,18 @@ class MessageDraft:
         """Record a defect on the lead, once per code, message and part."""
         # Messages can quote raw input, whose undecodable bytes arrive as lone
         # surrogates that no JSON encoder accepts.
-        message = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        message = replace_surrogates(message)
         defect = Defect(code=code, message=message, part=part)
         if defect not in self.lead.defects:
             self.lead.defects.append(defect)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_surrogates(text: str) -> str:
+    """Replace lone surrogates, which no UTF-8 encoder accepts, by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 @runtime_checkable
