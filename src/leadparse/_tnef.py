@@ -16,7 +16,7 @@ TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
 
 @dataclass
 class TnefContent:
-    """What a TNEF stream holds: body text and files, or why it could not be read."""
+    """Contents of a TNEF stream: body text and files, or why it could not be read."""
 
     body: str | None = None
     files: list[tuple[str | None, bytes]] = field(default_factory=list)

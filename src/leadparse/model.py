@@ -2,7 +2,7 @@
 
 Field names in the JSON form (``Lead.model_dump(mode="json")``) are a stable
 contract: fields may be added, but none is renamed or removed within a major
-version. ``docs/schema.json`` holds the JSON Schema.
+version. ``docs/schema.json`` contains the JSON Schema.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class Bounce(_Model):
 
 
 class Classification(_Model):
-    """What kind of mail this is, and the reason codes behind the decision."""
+    """The kind of mail and the reason codes behind that decision."""
 
     kind: Kind = "lead"
     subkind: str | None = None
@@ -157,7 +157,7 @@ class Attachment(_Model):
 
 
 class Provenance(_Model):
-    """Where the record came from and what produced it."""
+    """Origin of the record: the raw message hash, parser version and stages run."""
 
     raw_sha256: str
     parser_version: str

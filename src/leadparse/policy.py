@@ -61,7 +61,8 @@ class Limits(BaseModel):
     """Pages of a PDF attachment read for text."""
 
     max_pdf_bytes: int = Field(default=32 * MIB, gt=0)
-    """Size of a PDF attachment opened for text; pdfminer holds it in memory."""
+    """Size of a PDF attachment opened for text, because pdfminer keeps the whole
+    file in memory."""
 
     max_pdf_inflated_bytes: int = Field(default=64 * MIB, gt=0)
     """Total size of a PDF's compressed streams once inflated; a larger PDF

@@ -427,7 +427,7 @@ def read_contact(
         default_region: the region tried last for phone numbers.
 
     Returns:
-        The contact, or ``None`` when the signature holds no detail.
+        The contact, or ``None`` when the signature contains no detail.
     """
     if not signature:
         return None
@@ -633,7 +633,7 @@ def _split_name(full_name: str | None) -> tuple[str | None, str | None]:
         return None, None
     words = full_name.split()
     # CJK names put the family name first and need no space, so the order of
-    # the words says nothing reliable; leave them unsplit.
+    # the words is no reliable guide. Such names stay unsplit.
     if len(words) == 1 or _CJK_CHAR.search(full_name):
         # A lone word may be a first name or a nickname ("Ana", "Bob"), so
         # it is not split; the From display name is the better source.

@@ -536,7 +536,7 @@ def test_shutdown_lets_open_transaction_finish(start_server: StartServer) -> Non
     stopper = threading.Thread(target=server.stop)
     stopper.start()
     time.sleep(0.3)
-    # The idle session was told the service is shutting down; smtplib reads
+    # The idle session received a 421 saying the service is shutting down; smtplib reads
     # that unsolicited 421 as the reply to its next command.
     assert idle.noop() == (421, b"4.3.2 Service shutting down")
     code, reply = busy.data(lead_message(5))

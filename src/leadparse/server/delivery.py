@@ -319,7 +319,7 @@ class _RateLimiter:
 
 @dataclass
 class _Attempt:
-    """What one HTTP attempt produced."""
+    """Outcome of one HTTP attempt."""
 
     status: int | None = None
     error: str | None = None

@@ -854,7 +854,7 @@ class PostgresStore(Store):
             return None
         # Keys are lower-case hex, so every key starting with the prefix sorts
         # between it and the prefix followed by "g"; the range uses the index.
-        # NOTE: this holds in the C collation and in glibc and ICU locales,
+        # NOTE: this is true in the C collation and in glibc and ICU locales,
         # which order digits before letters; a collation that does not is
         # not supported.
         return connection.execute(
@@ -1032,7 +1032,7 @@ class PostgresStore(Store):
 
         ``FOR UPDATE OF d SKIP LOCKED`` gives concurrent delivery workers
         disjoint deliveries. A later delivery of a thread stays unclaimed
-        while another worker holds the earlier one, because the earlier one
+        while another worker has claimed the earlier one, because the earlier one
         is still pending or sending in every snapshot.
         """
         if limit <= 0:

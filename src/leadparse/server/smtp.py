@@ -177,8 +177,8 @@ def _normalize_domain(domain: str) -> str:
 
 def _has_invalid_utf8(address: str) -> bool:
     # aiosmtpd decodes command lines as UTF-8 with surrogateescape, so bytes
-    # that are not UTF-8 arrive as lone surrogates; they cannot be stored or
-    # sent on, and a client must not get a 250 for them.
+    # that are not UTF-8 arrive as lone surrogates. Such an address cannot be
+    # stored or sent on, so the client must not get a 250 for it.
     return any("\udc80" <= char <= "\udcff" for char in address)
 
 

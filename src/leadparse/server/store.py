@@ -919,7 +919,7 @@ class SQLiteStore(Store):
         expired = _timestamp(now_moment - timedelta(seconds=self.lease_timeout))
         with self._transaction() as connection:
             # Jobs claimed before migration 4 have no claimed_at, so their
-            # last update stands in for it.
+            # last update is used in its place.
             rows = connection.execute(
                 "SELECT jobs.id, jobs.message_id, jobs.attempts, messages.request_id "
                 "FROM jobs JOIN messages ON messages.id = jobs.message_id "
